@@ -1,0 +1,136 @@
+"""Format registry: canonical names, shorthands and the grammar for generic names.
+
+Grammar accepted by :func:`get_format` (case-insensitive):
+
+* registered canonical names (``list_formats()``): ``fp8_e4m3``, ``fp8_e5m2``, ``fp6_e3m2``,
+  ``fp6_e2m3``, ``fp4_e2m1``, ``fp16``, ``bf16``, ``fp32``, ``e8m0``, ``mxfp8_e4m3``, ``mxfp8_e5m2``,
+  ``mxfp6_e3m2``, ``mxfp6_e2m3``, ``mxfp4``, ``mxint8``, ``nvfp4``, ``nf4``, ``int2..int16``,
+  ``uint1..uint16``;
+* shorthands, always resolved to a canonical format (whose name is what results record):
+  ``fp8 -> fp8_e4m3``, ``fp6 -> fp6_e3m2``, ``fp4 -> fp4_e2m1``, ``fp3 -> e2m0``, ``fp2 -> e1m0``;
+* ``eXmY`` with 1 <= X <= 8 and 0 <= Y <= 10, optionally followed by a special-value policy
+  (``ieee``, ``fn``, ``fnuz``, ``finite``), ``_b<bias>`` and ``_ftz`` (no subnormals). Defaults: bias
+  2^(X-1)-1, subnormals on, policy ``finite`` (every code a number, saturating) for X <= 7 and ``ieee``
+  for X = 8 (the only policy whose range fits fp32). A generic spelling equal to a named format
+  resolves to that format: ``e2m1`` is ``fp4_e2m1``, ``e4m3fn`` is ``fp8_e4m3``;
+* ``intN`` / ``uintN`` with an optional ``_narrow`` (symmetric range);
+* ``codebook:v1,v2,...`` (an explicit value set).
+"""
+from __future__ import annotations
+
+import re
+
+from .spec import BlockFormat, CodebookFormat, E8M0Format, FloatFormat, IntFormat
+
+_REGISTRY: dict[str, object] = {}
+SHORTHANDS = {"fp8": "fp8_e4m3", "fp6": "fp6_e3m2", "fp4": "fp4_e2m1", "fp3": "e2m0", "fp2": "e1m0"}
+
+# NF4 (Dettmers et al., QLoRA 2023, appendix E): the 16 quantiles of N(0, 1) normalised to [-1, 1].
+NF4_VALUES = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+              -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+              0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+              0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0)
+
+
+def register_format(fmt, name: str | None = None):
+    """Register ``fmt`` under ``name`` (default ``fmt.name``); returns the format."""
+    key = (name or fmt.name).lower()
+    if key in _REGISTRY:
+        raise ValueError(f"format name {key!r} is already registered")
+    _REGISTRY[key] = fmt
+    return fmt
+
+
+def _named(fmt, name):
+    return type(fmt)(**{**fmt.__dict__, "name": name})
+
+
+def _register_builtins():
+    fp8_e4m3 = register_format(_named(FloatFormat(4, 3, specials="fn"), "fp8_e4m3"))
+    fp8_e5m2 = register_format(_named(FloatFormat(5, 2, specials="ieee"), "fp8_e5m2"))
+    fp6_e3m2 = register_format(_named(FloatFormat(3, 2), "fp6_e3m2"))
+    fp6_e2m3 = register_format(_named(FloatFormat(2, 3), "fp6_e2m3"))
+    fp4_e2m1 = register_format(_named(FloatFormat(2, 1), "fp4_e2m1"))
+    register_format(_named(FloatFormat(5, 10, specials="ieee"), "fp16"))
+    register_format(_named(FloatFormat(8, 7, specials="ieee"), "bf16"))
+    register_format(_named(FloatFormat(8, 23, specials="ieee"), "fp32"))
+    register_format(E8M0Format())
+    for b in range(2, 17):
+        register_format(IntFormat(b))
+    for b in range(1, 17):
+        register_format(IntFormat(b, signed=False))
+    mx_int8 = IntFormat(8, narrow=True, frac_bits=6, name="int8_mx")
+    for el, nm in [(fp8_e4m3, "mxfp8_e4m3"), (fp8_e5m2, "mxfp8_e5m2"), (fp6_e3m2, "mxfp6_e3m2"),
+                   (fp6_e2m3, "mxfp6_e2m3"), (fp4_e2m1, "mxfp4"), (mx_int8, "mxint8")]:
+        register_format(BlockFormat(el, 32, "e8m0", name=nm))
+    register_format(BlockFormat(fp4_e2m1, 16, "e4m3", tensor_scale=True, name="nvfp4"))
+    register_format(CodebookFormat(NF4_VALUES, name="nf4", scaling="tensor"))
+
+
+_register_builtins()
+
+_EXMY = re.compile(r"^e(\d+)m(\d+)(ieee|fnuz|fn|finite)?(?:_b(-?\d+))?(_ftz)?$")
+_INT = re.compile(r"^(u?)int(\d+)(_narrow)?$")
+
+
+def _same_float(a: FloatFormat, b) -> bool:
+    return isinstance(b, FloatFormat) and a == b
+
+
+def _parse_exmy(key: str, original: str):
+    m = _EXMY.match(key)
+    E, M = int(m.group(1)), int(m.group(2))
+    if not 1 <= E <= 8 or not 0 <= M <= 10:
+        raise ValueError(f"format {original!r}: eXmY needs 1 <= X <= 8 and 0 <= Y <= 10 (got X={E}, Y={M})")
+    specials = m.group(3) or ("ieee" if E == 8 else "finite")
+    bias = int(m.group(4)) if m.group(4) is not None else None
+    fmt = FloatFormat(E, M, bias=bias, specials=specials, subnormals=m.group(5) is None)
+    for known in _REGISTRY.values():  # one spelling per format: a named format keeps its name
+        if _same_float(fmt, known):
+            return known
+    return fmt
+
+
+def get_format(name):
+    """Resolve a format name (or pass a format object through). Raises ValueError for unknown names."""
+    if not isinstance(name, str):
+        if hasattr(name, "kind") and hasattr(name, "name"):
+            return name
+        raise ValueError(f"format {name!r} is not a format name; allowed: {', '.join(list_formats())}")
+    original = name
+    key = name.strip().lower()
+    key = SHORTHANDS.get(key, key)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if _EXMY.match(key):
+        return _parse_exmy(key, original)
+    mi = _INT.match(key)
+    if mi:
+        signed, bits = mi.group(1) == "", int(mi.group(2))
+        if not (2 if signed else 1) <= bits <= 16:
+            raise ValueError(f"format {original!r}: integer formats are int2..int16 and uint1..uint16")
+        return IntFormat(bits, signed=signed, narrow=mi.group(3) is not None)
+    if key.startswith("codebook:"):
+        try:
+            vals = [float(v) for v in key[len("codebook:"):].split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"format {original!r}: codebook values must be numbers, "
+                             f"e.g. codebook:-1,0,1,4") from None
+        return CodebookFormat(tuple(vals))
+    raise ValueError(f"unknown format {original!r}; allowed: {', '.join(list_formats())}, "
+                     f"shorthands {', '.join(SHORTHANDS)}, eXmY[ieee|fn|fnuz][_bBIAS][_ftz], "
+                     f"intN, uintN, codebook:v1,v2,...")
+
+
+def list_formats(kind: str | None = None) -> list[str]:
+    """Canonical names of the registered formats, optionally only those of one ``kind``."""
+    return [k for k, f in _REGISTRY.items() if kind is None or f.kind == kind]
+
+
+def codebook(values, name: str = "", scaling: str = "none") -> CodebookFormat:
+    """A codebook format from an explicit list of values (sorted for you)."""
+    return CodebookFormat(tuple(values), name=name, scaling=scaling)
+
+
+def canonical_name(name) -> str:
+    return get_format(name).name

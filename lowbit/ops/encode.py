@@ -1,0 +1,108 @@
+"""``lowbit.encode`` / ``lowbit.decode``: a tensor as integer codes plus its scales, and back.
+
+``encode(x, spec)`` quantizes exactly as :func:`lowbit.quantize` does and returns an :class:`Encoded`
+holding the element codes (in ``x``'s shape) and the scales in the spec's layout: ``None`` for a
+direct cast, a tensor for tensor/channel/group scales ((scale, zero point) for unsigned integers),
+E8M0 codes (uint8, 255 = NaN block) for MX, and (E4M3 codes, fp32 tensor scale) for NVFP4.
+``decode(encode(x, spec))`` equals ``quantize(x, spec)`` bit for bit (tested).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lowbit.formats.cast import _pow2
+from lowbit.formats.codec import encode_direct
+from lowbit.formats.registry import get_format
+
+from .quantize import _validate, make_spec
+from .scaling import mx_shared_exp, nvfp4_qdq, scaled_qdq
+
+
+@dataclass
+class Encoded:
+    codes: torch.Tensor
+    scale: object
+    spec: object
+    shape: tuple
+
+    @property
+    def format(self):
+        return self.spec.format
+
+
+def _blocks(t, axis, n):
+    tm = t.movedim(axis, -1)
+    pad = (-tm.shape[-1]) % n
+    return (F.pad(tm, (0, pad)) if pad else tm).reshape(*tm.shape[:-1], -1, n), tm.shape
+
+
+def _unblocks(tb, mshape, axis):
+    size = mshape[-1]
+    return tb.reshape(*mshape[:-1], -1)[..., :size].movedim(-1, axis)
+
+
+def encode(x: torch.Tensor, fmt, **kw) -> Encoded:
+    """Codes and scales of ``x`` quantized per ``fmt`` (a name, format or QuantSpec; kw: spec fields)."""
+    spec = make_spec(fmt, **kw)
+    _validate(x, spec)
+    f = spec.format
+    xf = x.detach().float()
+    if spec.chunk is None:
+        if spec.scaling == "none":
+            return Encoded(encode_direct(xf, f, spec.rounding, spec.saturate), None, spec, tuple(x.shape))
+        q, s = scaled_qdq(xf, f, spec.scaling, spec.axis, spec.rounding, spec.saturate, spec.pow2_scale, None)
+        return Encoded(_element_codes(q, s, f), s, spec, tuple(x.shape))
+    axis = spec.axis % x.dim()
+    xb, mshape = _blocks(xf, axis, spec.chunk)
+    if spec.scaling == "group":
+        q, s = scaled_qdq(xb, f, "group", -1, spec.rounding, spec.saturate, spec.pow2_scale, None)
+        codes = _element_codes(q, s, f)
+    elif f.scale == "e8m0":
+        amax = xb.abs().amax(dim=-1, keepdim=True)
+        e = mx_shared_exp(amax, f.element, f.scale_rule)
+        from .scaling import element_cast
+        el = element_cast(xb / _pow2(e), f.element, spec.rounding, True, None)
+        codes = encode_direct(torch.nan_to_num(el), f.element)
+        s = torch.where(torch.isfinite(amax), e + 127, 255).to(torch.uint8)
+    else:
+        q, (sb, st) = nvfp4_qdq(xb, f, spec.rounding, None)
+        total = sb * st
+        el = torch.where(total > 0, q / torch.where(total > 0, total, 1.0), 0.0)
+        codes = encode_direct(torch.nan_to_num(el), f.element)
+        s = (encode_direct(torch.nan_to_num(sb, nan=0.0), get_format("fp8_e4m3")), st)
+    return Encoded(_unblocks(codes, mshape, axis), s, spec, tuple(x.shape))
+
+
+def _element_codes(q, s, f):
+    if f.kind == "int" and not f.signed:
+        sc, zp = s
+        return encode_direct(torch.round(q / sc) + zp, f)
+    return encode_direct(q / s, f)
+
+
+def decode(enc: Encoded, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Values of an :class:`Encoded` tensor (the same numbers :func:`lowbit.quantize` returns)."""
+    spec, f, s = enc.spec, enc.spec.format, enc.scale
+    if spec.chunk is None:
+        v = f.decode(enc.codes)
+        if s is None:
+            return v.to(dtype)
+        if f.kind == "int" and not f.signed:
+            return ((v - s[1]) * s[0]).to(dtype)
+        return (v * s).to(dtype)
+    axis = spec.axis % len(enc.shape)
+    vb, mshape = _blocks(enc.codes, axis, spec.chunk)
+    el = f.element if f.kind == "block" else f
+    v = el.decode(vb)
+    if spec.scaling == "group":
+        out = (v - s[1]) * s[0] if (f.kind == "int" and not f.signed) else v * s
+    elif f.scale == "e8m0":
+        e = s.to(torch.int32) - 127
+        out = torch.where(s == 255, float("nan"), v * _pow2(e.clamp(-127, 127)))
+    else:
+        sb = get_format("fp8_e4m3").decode(s[0])
+        out = v * (sb * s[1])
+    return _unblocks(out, mshape, axis).to(dtype)

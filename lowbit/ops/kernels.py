@@ -1,0 +1,148 @@
+"""Layout (groups/blocks along an axis) and the eager / compiled kernel choice for quantize.
+
+The same pure-torch function runs eagerly or through ``torch.compile`` (one fused kernel per spec,
+cached in-process and in Inductor's on-disk cache). Both give bit-identical results because the
+arithmetic is exact (see :mod:`lowbit.ops.cast`); a test checks it. Backend choice:
+
+    ``eager``     always eager (no compile time; ~20-100x slower on large tensors).
+    ``compiled``  always compiled (first call per spec compiles, seconds).
+    ``auto``      compiled for tensors of at least ``AUTO_MIN_NUMEL`` elements, eager below; eager
+                  everywhere if compilation is unavailable (a warning says why, once).
+The default comes from the ``LOWBIT_BACKEND`` environment variable, else ``auto``.
+"""
+from __future__ import annotations
+
+import os
+import types
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from lowbit.formats.cast import _pow2
+from .scaling import element_range_scaled, mx_qdq, nvfp4_qdq, scaled_qdq
+
+BACKENDS = ("auto", "eager", "compiled")
+AUTO_MIN_NUMEL = 1 << 18
+_compiled: dict = {}
+_compile_broken: str | None = None
+
+
+def _qdq(x, spec, scale, noise, values, want_mask, outb=None):
+    """Quantize-dequantize ``x`` per ``spec`` -> (result in x.dtype, clip mask or None).
+
+    For group/block scaling ``x`` (and ``noise``, ``outb``) arrive already laid out as blocks
+    (..., n_blocks, n) by :func:`to_blocks`, and the result stays in that layout: the kernel then
+    has one iteration space, so Inductor fuses the reduction, the cast and the store to ``outb``.
+    """
+    fmt = spec.format
+    xf = x.float()
+    if spec.chunk is None:
+        q, s = scaled_qdq(xf, fmt, spec.scaling, spec.axis, spec.rounding, spec.saturate, spec.pow2_scale,
+                          noise, scale, values)
+        efmt = fmt
+    elif spec.scaling == "group":
+        q, s = scaled_qdq(xf, fmt, "group", -1, spec.rounding, spec.saturate, spec.pow2_scale, noise, scale, values)
+        efmt = fmt
+    elif fmt.scale == "e8m0":
+        q, e = mx_qdq(xf, fmt, spec.rounding, noise)
+        s, efmt = _pow2(e), fmt.element
+    else:
+        q, (sb, st) = nvfp4_qdq(xf, fmt, spec.rounding, noise)
+        s, efmt = sb * st, fmt.element
+    mask = _mask(xf, efmt, s, values) if want_mask else None
+    q = q.to(x.dtype)
+    if outb is not None:
+        outb.copy_(q)
+        q = outb
+    return q, mask
+
+
+def to_blocks(t, axis, n):
+    """(..., size along ``axis``, ...) -> (..., n_blocks, n), zero-padded; a view when possible."""
+    tm = t if axis == t.dim() - 1 else t.movedim(axis, -1)
+    pad = (-tm.shape[-1]) % n
+    if pad:
+        tm = F.pad(tm, (0, pad))
+    return tm.reshape(*tm.shape[:-1], -1, n)
+
+
+def from_blocks(tb, shape, axis):
+    """Inverse of :func:`to_blocks` for a tensor of original ``shape``."""
+    moved = list(shape)
+    moved.append(moved.pop(axis))
+    size = moved[-1]
+    t = tb.reshape(*moved[:-1], -1)
+    if t.shape[-1] != size:
+        t = t[..., :size]
+    return t if axis == len(shape) - 1 else t.movedim(-1, axis).contiguous()
+
+
+def _mask(x, fmt, s, values):
+    lo, hi = element_range_scaled(fmt, s, values)
+    return (x >= lo) & (x <= hi)
+
+
+def default_backend() -> str:
+    b = os.environ.get("LOWBIT_BACKEND", "auto")
+    if b not in BACKENDS:
+        raise ValueError(f"LOWBIT_BACKEND={b!r} is not allowed; allowed: {', '.join(BACKENDS)}")
+    return b
+
+
+def _use_compiled(x, backend) -> bool:
+    backend = backend or default_backend()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
+    if backend == "eager" or _compile_broken is not None or torch.compiler.is_compiling():
+        return False
+    return backend == "compiled" or x.numel() >= AUTO_MIN_NUMEL
+
+
+def _compiled_fn(spec, kind):
+    """One compiled kernel per (spec, want_mask); the spec is closed over so its fields are constants."""
+    key = (spec, kind)
+    fn = _compiled.get(key)
+    if fn is None:
+        def base(x, scale, noise, values, out):
+            return _qdq(x, spec, scale, noise, values, kind, out)
+        # Dynamo caches per code object; a code object per spec keeps one spec's shape recompiles
+        # from evicting another's. Shapes start static and turn dynamic on the second shape seen.
+        code = base.__code__.replace(co_name=f"lowbit_qdq_{len(_compiled)}")
+        base = types.FunctionType(code, base.__globals__, code.co_name, None, base.__closure__)
+        fn = torch.compile(base, fullgraph=True)
+        _compiled[key] = fn
+    return fn
+
+
+def run(x, spec, scale, noise, values, want_mask=False, out=None, backend=None):
+    """Quantize-dequantize ``x``; returns (result, mask-or-None). ``out`` receives the result."""
+    global _compile_broken
+    shape, n = tuple(x.shape), spec.chunk
+    axis = spec.axis % x.dim() if x.dim() else 0
+    outb = out
+    if n is not None:
+        x = to_blocks(x, axis, n)
+        noise = to_blocks(noise, axis, n) if noise is not None else None
+        direct = out is not None and axis == out.dim() - 1 and shape[-1] % n == 0 and out.is_contiguous()
+        outb = out.view(x.shape) if direct else None
+    res = None
+    if _use_compiled(x, backend):
+        try:
+            res = _compiled_fn(spec, want_mask)(x, scale, noise, values, outb)
+        except Exception as exc:  # no C++ compiler, unsupported platform...: eager gives the same numbers
+            if backend == "compiled":
+                raise
+            _compile_broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            warnings.warn(f"lowbit: torch.compile unavailable, using the eager kernels ({_compile_broken})")
+    q, mask = res if res is not None else _qdq(x, spec, scale, noise, values, want_mask, outb)
+    if n is None:
+        return q, mask
+    mask = from_blocks(mask, shape, axis) if mask is not None else None
+    if outb is not None:
+        return out, mask
+    q = from_blocks(q, shape, axis)
+    if out is not None:
+        out.copy_(q)
+        q = out
+    return q, mask

@@ -1,0 +1,176 @@
+"""``lowbit.quantize``: fake quantization (quantize-dequantize) of a tensor, with autograd.
+
+The numeric contract of each piece lives where it is implemented: element casts in
+:mod:`lowbit.ops.cast`, scales and block formats in :mod:`lowbit.ops.scaling`. This module validates
+the request, lays the tensor out in groups/blocks, picks the eager or compiled kernel (identical
+results, tested) and attaches the gradient rule:
+
+    ``ste``      straight-through estimator: dL/dx = dL/dq.
+    ``clipped``  dL/dx = dL/dq where the scaled input was within the format's range, else 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from lowbit.formats.registry import get_format
+
+from . import kernels
+from lowbit.formats.cast import ROUNDINGS
+
+SCALINGS = ("none", "tensor", "channel", "group", "block")
+GRADS = ("ste", "clipped")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How one tensor is quantized: a format plus rounding, overflow, scaling and gradient rule.
+
+    ``scaling=None`` takes the format's default: ``none`` for floats (a direct cast), ``tensor`` for
+    integers, ``block`` for MX/NVFP4, the codebook's own choice for codebooks. ``axis`` is the channel
+    axis for ``channel`` and the axis that groups/blocks run along for ``group``/``block``.
+    ``block_size`` overrides a block format's block size. ``pad=True`` allows an axis that the
+    group/block size does not divide (padded with zeros, which do not change any scale).
+    """
+
+    format: object
+    rounding: str = "nearest"
+    saturate: bool = True
+    scaling: str | None = None
+    axis: int = -1
+    group_size: int | None = None
+    block_size: int | None = None
+    pow2_scale: bool = False
+    pad: bool = False
+    grad: str = "ste"
+
+    def __post_init__(self):
+        fmt = get_format(self.format)
+        object.__setattr__(self, "format", fmt)
+        _check(self.rounding, ROUNDINGS, "rounding")
+        _check(self.grad, GRADS, "grad")
+        if self.scaling is None:
+            object.__setattr__(self, "scaling", fmt.default_scaling)
+        _check(self.scaling, SCALINGS, "scaling")
+        if fmt.kind == "scale":
+            raise ValueError(f"format {fmt.name!r} is a scale format; it cannot fake-quantize tensors")
+        if (fmt.kind == "block") != (self.scaling == "block"):
+            allowed = "block" if fmt.kind == "block" else "none, tensor, channel, group"
+            raise ValueError(f"scaling={self.scaling!r} does not fit format {fmt.name!r}; allowed: {allowed}")
+        if self.scaling == "group":
+            if not isinstance(self.group_size, int) or self.group_size < 1:
+                raise ValueError(f"scaling='group' needs group_size, a positive integer (got {self.group_size!r})")
+        elif self.group_size is not None:
+            raise ValueError(f"group_size={self.group_size} is only used with scaling='group' "
+                             f"(got scaling={self.scaling!r})")
+        if self.block_size is not None:
+            if fmt.kind != "block":
+                raise ValueError(f"block_size is only used with block formats (got {fmt.name!r})")
+            if not isinstance(self.block_size, int) or self.block_size < 1:
+                raise ValueError(f"block_size={self.block_size!r} is not allowed; allowed: a positive integer")
+            object.__setattr__(self, "format", dataclasses.replace(
+                fmt, block_size=self.block_size, name=f"{fmt.name}_b{self.block_size}"))
+            object.__setattr__(self, "block_size", None)
+        if not isinstance(self.axis, int):
+            raise ValueError(f"axis={self.axis!r} is not allowed; allowed: an integer")
+
+    @property
+    def chunk(self) -> int | None:
+        """Elements per scale along ``axis`` for group/block scaling."""
+        if self.scaling == "group":
+            return self.group_size
+        if self.scaling == "block":
+            return self.format.block_size
+        return None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["format"] = self.format.name
+        return d
+
+    def replace(self, **kw) -> "QuantSpec":
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.update(kw)
+        return QuantSpec(**d)
+
+
+def _check(value, allowed, what):
+    if value not in allowed:
+        raise ValueError(f"{what}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+
+
+def make_spec(fmt, **kw) -> QuantSpec:
+    if isinstance(fmt, QuantSpec):
+        return fmt.replace(**kw) if kw else fmt
+    return QuantSpec(fmt, **kw)
+
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _validate(x: torch.Tensor, spec: QuantSpec):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"quantize expects a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"input dtype {x.dtype} is not allowed; allowed: float32, float16, bfloat16")
+    if spec.scaling in ("channel", "group", "block"):
+        if x.dim() == 0:
+            raise ValueError(f"scaling={spec.scaling!r} needs a tensor with at least 1 dim (got a scalar)")
+        if not -x.dim() <= spec.axis < x.dim():
+            raise ValueError(f"axis={spec.axis} is out of range for a tensor of shape {list(x.shape)}")
+    n = spec.chunk
+    if n is not None and x.dim() > 0:
+        size = x.shape[spec.axis]
+        if size % n and not spec.pad:
+            what = "group_size" if spec.scaling == "group" else "block size"
+            raise ValueError(f"{what} {n} does not divide axis {spec.axis} of size {size} "
+                             f"(shape {list(x.shape)}); allowed: a size divisible by {n}, or pad=True")
+
+
+class _FakeQuant(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, spec, scale, noise, values):
+        out, mask = kernels.run(x, spec, scale, noise, values, want_mask=spec.grad == "clipped")
+        if mask is not None:
+            ctx.save_for_backward(mask)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.saved_tensors:
+            (mask,) = ctx.saved_tensors
+            g = torch.where(mask, g, 0)
+        return g, None, None, None, None
+
+
+def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | None = None,
+             out: torch.Tensor | None = None, backend: str | None = None, values=None, **kw) -> torch.Tensor:
+    """Fake-quantize ``x`` to ``fmt`` (a name, a format or a :class:`QuantSpec`; ``kw`` are spec fields).
+
+    Shape and dtype are preserved; fp16/bf16 inputs are computed in fp32 and cast back (the result
+    is representable whenever the format is narrower than the input dtype). ``scale`` gives a fixed
+    scale (calibrated, or delayed scaling) instead of computing it from ``x``; it must broadcast
+    against ``x`` laid out for the spec's granularity. ``generator`` seeds stochastic rounding.
+    ``out`` writes into an existing tensor (no autograd). ``backend``: ``auto`` (default, or the
+    ``LOWBIT_BACKEND`` environment variable), ``eager`` or ``compiled``. ``values`` overrides a
+    codebook's values with a tensor (used by learnable codebooks).
+    """
+    spec = make_spec(fmt, **kw)
+    _validate(x, spec)
+    noise = None
+    if spec.rounding == "stochastic":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+    if spec.format.kind == "codebook" and values is None:
+        values = torch.tensor(spec.format.values, dtype=torch.float32, device=x.device)
+    if out is not None:
+        if out.shape != x.shape or out.dtype != x.dtype:
+            raise ValueError(f"out has shape {list(out.shape)} and dtype {out.dtype}; "
+                             f"allowed: the input's shape {list(x.shape)} and dtype {x.dtype}")
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise ValueError("out= is not supported when x requires grad; call without out=")
+        return kernels.run(x, spec, scale, noise, values, out=out, backend=backend)[0]
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FakeQuant.apply(x, spec, scale, noise, values)
+    return kernels.run(x, spec, scale, noise, values, backend=backend)[0]
