@@ -117,9 +117,14 @@ def get_format(name):
             raise ValueError(f"format {original!r}: codebook values must be numbers, "
                              f"e.g. codebook:-1,0,1,4") from None
         return CodebookFormat(tuple(vals))
-    raise ValueError(f"unknown format {original!r}; allowed: {', '.join(list_formats())}, "
-                     f"shorthands {', '.join(SHORTHANDS)}, eXmY[ieee|fn|fnuz][_bBIAS][_ftz], "
-                     f"intN, uintN, codebook:v1,v2,...")
+    raise ValueError(f"unknown format {original!r}; allowed: {allowed_names()}")
+
+
+def allowed_names() -> str:
+    """One line naming every accepted spelling, for error messages."""
+    named = [k for k, f in _REGISTRY.items() if f.kind != "int"]
+    return (", ".join(named) + ", int2..int16, uint1..uint16, shorthands " + ", ".join(SHORTHANDS)
+            + ", eXmY[ieee|fn|fnuz|finite][_bBIAS][_ftz], intN_narrow, codebook:v1,v2,...")
 
 
 def list_formats(kind: str | None = None) -> list[str]:

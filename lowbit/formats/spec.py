@@ -81,8 +81,9 @@ class FloatFormat(_Codes):
         if self.max > FP32_MAX:
             _fail(f"{self.spelled_name()}: max {self.max:g} exceeds the fp32 range that lowbit computes in; "
                   f"allowed: specials='ieee' for 8 exponent bits, or a larger bias")
-        if self.subnormals and self.min_subnormal < FP32_MIN_SUBNORMAL:
-            _fail(f"{self.spelled_name()}: min subnormal 2^{1 - self.bias - M} is below fp32's 2^-149")
+        if self.min_positive < FP32_MIN_SUBNORMAL:
+            _fail(f"{self.spelled_name()}: smallest value {self.min_positive:g} is below fp32's 2^-149; "
+                  f"allowed: a smaller bias")
         if not self.name:
             object.__setattr__(self, "name", self.spelled_name())
 
@@ -155,7 +156,12 @@ class FloatFormat(_Codes):
 
     @property
     def min_subnormal(self) -> float | None:
-        return math.ldexp(1.0, self.emin - self.man_bits) if self.subnormals else None
+        """Smallest positive subnormal; None without subnormals (``_ftz``, or M = 0: only zero)."""
+        return math.ldexp(1.0, self.emin - self.man_bits) if self.subnormals and self.man_bits else None
+
+    @property
+    def min_positive(self) -> float:
+        return self.min_subnormal or self.min_normal
 
     @property
     def default_scaling(self) -> str:
