@@ -3,6 +3,7 @@
     lowbit formats [NAME ...] [--values] [--kind KIND] [--json]   the number formats and their properties
     lowbit run [CONFIG.yaml] [--set key=value ...] [-j N]          run an experiment sweep (default: built-in)
     lowbit report RESULTS_DIR [--out DIR]                          plots + HTML report of a sweep
+    lowbit ptq ... / sensitivity ... / search ... / cost ...       post-training quantization and analysis
 
 Bad input gives one line on stderr (which value, what is allowed) and exit code 2.
 """
@@ -95,18 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--values", action="store_true", help="list every representable finite value")
     f.add_argument("--kind", choices=KINDS, help="only formats of this kind")
     f.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("run", help="run an experiment sweep (lowbit run --help)", add_help=False)
-    sub.add_parser("report", help="build plots and the HTML report of a sweep (lowbit report --help)",
-                   add_help=False)
+    for name, (_, _, helptext) in DELEGATED.items():
+        sub.add_parser(name, help=f"{helptext} (lowbit {name} --help)", add_help=False)
     return p
+
+
+DELEGATED = {
+    "run": ("lowbit.experiments", "cli_run", "run an experiment sweep (default: the built-in one)"),
+    "report": ("lowbit.report", "cli_report", "plots and the HTML report of a sweep"),
+    "ptq": ("lowbit.ptq", "cli_ptq", "post-training quantization: calibrate, W x A sweep, packed size"),
+    "sensitivity": ("lowbit.search", "cli_sensitivity", "per-layer sensitivity to quantization"),
+    "search": ("lowbit.search", "cli_search", "mixed-precision bit assignment search"),
+    "cost": ("lowbit.cost", "cli_cost", "size, BitOps, energy and instruction cost of a model"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "run":
-        return _delegate("lowbit.experiments", "cli_run", argv[1:])
-    if argv and argv[0] == "report":
-        return _delegate("lowbit.report", "cli_report", argv[1:])
+    if argv and argv[0] in DELEGATED:
+        module, func, _ = DELEGATED[argv[0]]
+        return _delegate(module, func, argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.cmd is None:

@@ -70,6 +70,8 @@ def _float_cast_magic(x: torch.Tensor, fmt, saturate: bool) -> torch.Tensor:
     M = fmt.man_bits
     ax = x.abs().clamp(max=2.0 ** (fmt.emax + 2))       # keeps C finite; Inf and huge values still overflow
     ef = ax.view(torch.int32) & 0x7F800000          # exponent field of |x|
+    if fmt.emin < -126:  # the format has normals below 2^-126: fp32 subnormals need their true binade
+        ef = torch.where(ax < 2.0 ** -126, ((ax * 2.0 ** 64).view(torch.int32) & 0x7F800000) - (64 << 23), ef)
     emin_f = (fmt.emin + 127) << 23
     if fmt.subnormals:
         c = ef.clamp(min=emin_f) + ((23 - M) << 23)
@@ -105,11 +107,16 @@ def _float_cast_int(x: torch.Tensor, fmt, rounding: str, saturate: bool, noise) 
     m = (a & 0x7FFFFF) | ((eb > 0).to(torch.int32) << 23)  # implicit bit; int32 throughout
     E = eb.clamp(min=1) - 127                      # unbiased exponent (fp32 subnormals: -126)
     emin = fmt.emin
+    Eb = E                                         # exponent of x's binade
+    if emin < -126:  # the format has normals below 2^-126: an fp32 subnormal's binade is floor(log2(m)) - 149
+        Eb = torch.where(eb == 0, torch.bitwise_right_shift(m.to(torch.float32).view(torch.int32), 23) - 276, E)
     if fmt.subnormals:
-        k = E.clamp(min=emin) - M                  # exponent of the gap between neighbours
+        k = Eb.clamp(min=emin) - M                 # exponent of the gap between neighbours
     else:
-        k = torch.where(E >= emin, E - M, emin)    # below min normal: choose 0 or 2^emin
+        k = torch.where(Eb >= emin, Eb - M, emin)  # below min normal: choose 0 or 2^emin
     sh = 23 + k - E
+    if emin < -126:  # a gap of 2^-149 gives sh = 0 for fp32 subnormals (m < 2^23): keep sh >= 1
+        m, sh = torch.where(eb == 0, m << 1, m), torch.where(eb == 0, sh + 1, sh)
     n = _round_shift(m, sh, rounding, noise)
     q = n.to(torch.float32) * _pow2(k)             # exact: n < 2^(M+2), k >= -149
     isinf = a == _INF_BITS
@@ -126,7 +133,7 @@ def int_cast(x: torch.Tensor, fmt, rounding: str = "nearest", saturate: bool = T
              noise: torch.Tensor | None = None) -> torch.Tensor:
     """Round fp32 ``x`` to the integer grid of ``fmt`` (step 2^-frac_bits) and clamp to its range.
 
-    Integers have no Inf: out-of-range values (and +-Inf) always saturate; NaN stays NaN.
+    Integers have no Inf: out-of-range values (and +-Inf) always saturate; NaN stays NaN; zero is +0.
     """
     y = x * (2.0 ** fmt.frac_bits) if fmt.frac_bits else x
     if rounding == "nearest":
@@ -137,6 +144,7 @@ def int_cast(x: torch.Tensor, fmt, rounding: str = "nearest", saturate: bool = T
         fl = torch.floor(y)
         r = fl + (noise < (y - fl)).to(torch.float32)
     r = r.clamp(fmt.qmin, fmt.qmax)  # clamp propagates NaN
+    r = torch.where(r == 0, 0.0, r)  # integers have no -0 (round(-0.3) is -0.0): the code 0 decodes to +0
     return r * fmt.step if fmt.frac_bits else r
 
 
@@ -154,8 +162,14 @@ def codebook_cast(x: torch.Tensor, values: torch.Tensor, rounding: str = "neares
     lo = hi - 1
     vlo, vhi = values[lo], values[hi]
     if rounding == "nearest":
-        d_lo, d_hi = xc - vlo, vhi - xc
-        up = (d_hi < d_lo) | ((d_hi == d_lo) & (hi % 2 == 0))
+        # sign(vlo + vhi - 2x) decides, computed exactly: fp32 distances x - vlo, vhi - x are rounded
+        # and can turn a near-tie into a false tie. TwoSum gives vlo + vhi = s + err exactly; then
+        # s - 2x is exact wherever it is small (Sterbenz), and d + err keeps the sign of the exact sum.
+        s = vlo + vhi
+        bv = s - vlo
+        err = (vlo - (s - bv)) + (vhi - bv)
+        c = (s - 2.0 * xc) + err
+        up = (c < 0) | ((c == 0) & (hi % 2 == 0))
     elif rounding == "zero":
         up = (xc == vhi) | ((xc != vlo) & (vhi.abs() < vlo.abs()))  # the neighbour nearer zero
     else:

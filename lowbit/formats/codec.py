@@ -31,6 +31,11 @@ def float_codes(v: torch.Tensor, fmt) -> torch.Tensor:
     eb = torch.bitwise_right_shift(a, 23)
     mant = a & 0x7FFFFF
     E32 = eb - 127
+    if fmt.emin < -126:  # normals below 2^-126 are fp32 subnormals: read exponent and mantissa normalised
+        sub = eb == 0
+        an = (v.abs() * 2.0 ** 64).view(torch.int32)
+        E32 = torch.where(sub, torch.bitwise_right_shift(an, 23) - 127 - 64, E32)
+        mant = torch.where(sub, an & 0x7FFFFF, mant)
     normal = E32 >= fmt.emin
     e_field = torch.where(normal, E32 + fmt.bias, 0)
     m_field = torch.where(normal, torch.bitwise_right_shift(mant, 23 - M), 0)
@@ -59,6 +64,8 @@ def float_codes(v: torch.Tensor, fmt) -> torch.Tensor:
 
 
 def int_codes(v: torch.Tensor, fmt) -> torch.Tensor:
+    if bool(torch.isnan(v).any()):  # round(NaN) -> int64 is undefined: it would give some code silently
+        raise ValueError(f"format {fmt.name!r} has no NaN code; the input holds NaN")
     q = torch.round(v.double() / fmt.step).to(torch.int64)
     return (q & (fmt.n_codes - 1)).to(code_dtype(fmt))
 

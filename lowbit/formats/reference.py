@@ -26,14 +26,16 @@ def reference_cast(x, fmt, saturate: bool = True) -> np.ndarray:
     lo_i = np.clip(np.searchsorted(vals, x, side="right") - 1, 0, len(vals) - 1)
     hi_i = np.clip(lo_i + 1, 0, len(vals) - 1)
     lo, hi = vals[lo_i], vals[hi_i]
-    d_lo, d_hi = np.abs(x - lo), np.abs(hi - x)
+    # compare with the midpoint, not the distances |x - lo|, |hi - x|: those round in float64 and can
+    # fake a tie (x = -1e-20 between -1 and 1); (lo + hi) / 2 is exact for fp32-valued tables
+    mid = (lo + hi) / 2
     gap = hi - lo
     with np.errstate(invalid="ignore", divide="ignore"):
         if fmt.kind == "codebook":
             hi_even = hi_i % 2 == 0
         else:
             hi_even = np.mod(np.round(hi / np.where(gap > 0, gap, 1)), 2) == 0
-    pick_hi = (d_hi < d_lo) | ((d_hi == d_lo) & hi_even)
+    pick_hi = (x > mid) | ((x == mid) & hi_even)
     q = np.where(pick_hi, hi, lo)
     q = np.where(x <= vals[0], vals[0], q)
     q = _overflow(x, q, vals, fmt, saturate)
@@ -48,8 +50,9 @@ def _overflow(x, q, vals, fmt, saturate):
     mx = vals[-1]
     if fmt.kind != "float":
         return np.where(x >= mx, mx, q)
-    top_gap = vals[-1] - vals[-2]
-    # unbounded exponent: next value above max is max + top_gap; a tie goes to the even multiple
+    # unbounded exponent: the gap in max's binade, 2^(emax - M) (not max - previous value, which is
+    # half of it when max has the significand 1.0, e.g. e3m1fn or M = 0); a tie goes to the even multiple
+    top_gap = 2.0 ** (fmt.emax - fmt.man_bits)
     nxt = mx + top_gap
     beyond = (np.abs(x) > mx) & ((np.abs(x) > mx + top_gap / 2) |
                                  ((np.abs(x) == mx + top_gap / 2) & (np.mod(nxt / top_gap, 2) == 0)))

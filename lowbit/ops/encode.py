@@ -18,7 +18,7 @@ from lowbit.formats.codec import encode_direct
 from lowbit.formats.registry import get_format
 
 from .quantize import _validate, make_spec
-from .scaling import mx_shared_exp, nvfp4_qdq, scaled_qdq
+from .scaling import element_cast, mx_shared_exp, nvfp4_qdq, scaled_qdq
 
 
 @dataclass
@@ -44,43 +44,56 @@ def _unblocks(tb, mshape, axis):
     return tb.reshape(*mshape[:-1], -1)[..., :size].movedim(-1, axis)
 
 
-def encode(x: torch.Tensor, fmt, **kw) -> Encoded:
-    """Codes and scales of ``x`` quantized per ``fmt`` (a name, format or QuantSpec; kw: spec fields)."""
+def encode(x: torch.Tensor, fmt, *, generator: torch.Generator | None = None, **kw) -> Encoded:
+    """Codes and scales of ``x`` quantized per ``fmt`` (a name, format or QuantSpec; kw: spec fields).
+
+    ``generator`` seeds stochastic rounding, drawing the same noise as :func:`lowbit.quantize`.
+    """
     spec = make_spec(fmt, **kw)
     _validate(x, spec)
     f = spec.format
     xf = x.detach().float()
+    noise = None
+    if spec.rounding == "stochastic":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     if spec.chunk is None:
         if spec.scaling == "none":
-            return Encoded(encode_direct(xf, f, spec.rounding, spec.saturate), None, spec, tuple(x.shape))
-        q, s = scaled_qdq(xf, f, spec.scaling, spec.axis, spec.rounding, spec.saturate, spec.pow2_scale, None)
-        return Encoded(_element_codes(q, s, f), s, spec, tuple(x.shape))
+            if noise is None:
+                return Encoded(encode_direct(xf, f, spec.rounding, spec.saturate), None, spec, tuple(x.shape))
+            q, _ = scaled_qdq(xf, f, "none", spec.axis, spec.rounding, spec.saturate, False, noise)
+            return Encoded(encode_direct(q, f, "nearest", spec.saturate), None, spec, tuple(x.shape))
+        q, s = scaled_qdq(xf, f, spec.scaling, spec.axis, spec.rounding, spec.saturate, spec.pow2_scale, noise)
+        return Encoded(_element_codes(q, s, f, spec.saturate), s, spec, tuple(x.shape))
     axis = spec.axis % x.dim()
     xb, mshape = _blocks(xf, axis, spec.chunk)
+    nb = _blocks(noise, axis, spec.chunk)[0] if noise is not None else None
     if spec.scaling == "group":
-        q, s = scaled_qdq(xb, f, "group", -1, spec.rounding, spec.saturate, spec.pow2_scale, None)
-        codes = _element_codes(q, s, f)
+        q, s = scaled_qdq(xb, f, "group", -1, spec.rounding, spec.saturate, spec.pow2_scale, nb)
+        codes = _element_codes(q, s, f, spec.saturate)
     elif f.scale == "e8m0":
         amax = xb.abs().amax(dim=-1, keepdim=True)
         e = mx_shared_exp(amax, f.element, f.scale_rule)
-        from .scaling import element_cast
-        el = element_cast(xb / _pow2(e), f.element, spec.rounding, True, None)
+        el = element_cast(xb / _pow2(e), f.element, spec.rounding, True, nb)
         codes = encode_direct(torch.nan_to_num(el), f.element)
         s = torch.where(torch.isfinite(amax), e + 127, 255).to(torch.uint8)
     else:
-        q, (sb, st) = nvfp4_qdq(xb, f, spec.rounding, None)
+        amax = xb.abs().amax(dim=-1, keepdim=True)
+        _, (sb, st) = nvfp4_qdq(xb, f, spec.rounding, nb)
         total = sb * st
-        el = torch.where(total > 0, q / torch.where(total > 0, total, 1.0), 0.0)
+        # the element cast itself, as nvfp4_qdq does it (dividing q by the scale would lose the sign
+        # of zero in a zero-scale block, and digits where total is an fp32 subnormal)
+        el = element_cast(xb / torch.where(total > 0, total, 1.0), f.element, spec.rounding, True, nb)
         codes = encode_direct(torch.nan_to_num(el), f.element)
-        s = (encode_direct(torch.nan_to_num(sb, nan=0.0), get_format("fp8_e4m3")), st)
+        sb = torch.where(torch.isfinite(amax), sb, float("nan"))  # NaN/Inf block: the E4M3 NaN code
+        s = (encode_direct(sb, get_format("fp8_e4m3")), st)
     return Encoded(_unblocks(codes, mshape, axis), s, spec, tuple(x.shape))
 
 
-def _element_codes(q, s, f):
+def _element_codes(q, s, f, saturate):
     if f.kind == "int" and not f.signed:
         sc, zp = s
         return encode_direct(torch.round(q / sc) + zp, f)
-    return encode_direct(q / s, f)
+    return encode_direct(q / s, f, "nearest", saturate)
 
 
 def decode(enc: Encoded, dtype: torch.dtype = torch.float32) -> torch.Tensor:

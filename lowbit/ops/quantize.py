@@ -6,7 +6,8 @@ the request, lays the tensor out in groups/blocks, picks the eager or compiled k
 results, tested) and attaches the gradient rule:
 
     ``ste``      straight-through estimator: dL/dx = dL/dq.
-    ``clipped``  dL/dx = dL/dq where the scaled input was within the format's range, else 0.
+    ``clipped``  dL/dx = dL/dq where the scaled input was within the format's range (where the
+                 saturating clamp did not act: up to half a gap beyond +-max), else 0.
 """
 from __future__ import annotations
 

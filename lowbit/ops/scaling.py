@@ -3,7 +3,8 @@
 Granularities (``QuantSpec.scaling``):
     ``none``     direct cast, scale 1.
     ``tensor``   one scale s = amax / max_fmt, amax over the finite values (so one Inf does not wipe the
-                 tensor); amax = 0 gives s = 1. ``pow2_scale`` rounds s up to a power of two (never clips).
+                 tensor); amax = 0 gives s = 1. ``pow2_scale`` rounds s up to a power of two (never clips,
+                 except that s is at most 2^127).
     ``channel``  one scale per index along ``axis`` (amax over all other dims).
     ``group``    one scale per ``group_size`` consecutive elements along ``axis``.
     ``block``    MX / NVFP4 block scales, per :class:`lowbit.formats.spec.BlockFormat`.
@@ -12,6 +13,8 @@ z = round(-min / s), q = clamp(round(x / s) + z, 0, qmax), out = (q - z) * s.
 Quantization divides (x / s, IEEE-rounded) and multiplies back (q * s).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -26,9 +29,10 @@ def finite_amax(x: torch.Tensor, dims=None, keepdim=False) -> torch.Tensor:
 
 
 def pow2_ceil(s: torch.Tensor) -> torch.Tensor:
-    """Smallest power of two >= s for positive normal fp32 s (exact, from the bits)."""
+    """Smallest power of two >= s for positive normal fp32 s (exact, from the bits), at most 2^127
+    (2^128 is Inf in fp32: a scale above 2^127 becomes 2^127 and the largest values saturate)."""
     b = s.view(torch.int32)
-    return ((b + 0x7FFFFF) & 0x7F800000).view(torch.float32)
+    return ((b + 0x7FFFFF) & 0x7F800000).view(torch.float32).clamp(max=2.0 ** 127)
 
 
 def element_cast(y, fmt, rounding, saturate, noise, values=None):
@@ -85,6 +89,7 @@ def _asym_qdq(x, fmt, scaling, axis, rounding, noise, scale):
         lo = (xf.amin() if dims is None else xf.amin(dim=dims, keepdim=True)).clamp(max=0)
         hi = (xf.amax() if dims is None else xf.amax(dim=dims, keepdim=True)).clamp(min=0)
         s = (hi - lo) / fmt.qmax
+        s = torch.where(torch.isinf(s), hi / fmt.qmax - lo / fmt.qmax, s)  # hi - lo can exceed fp32's range
         s = torch.where(s > 0, s, 1.0)
         zp = torch.round(-lo / s).clamp(0, fmt.qmax)
     else:
@@ -94,37 +99,54 @@ def _asym_qdq(x, fmt, scaling, axis, rounding, noise, scale):
 
 
 def element_range_scaled(fmt, s, values=None):
-    """(lo, hi): the inputs that a format with scale ``s`` represents without saturating."""
+    """(lo, hi): the inputs that a format with scale ``s`` represents without saturating.
+
+    "Saturating" means the clamp changes the result: for floats and integers the bounds sit half a gap
+    beyond the largest values (inputs up to there round to them anyway). With bounds at +-max, the
+    element that sets a per-tensor scale s = amax / max would count as clipped whenever s rounds down
+    by one ulp (amax / s then exceeds max by a rounding error) and lose its gradient. Codebooks clamp
+    to their end values before rounding, so their bounds are the end values.
+    """
     if fmt.kind == "codebook":
         lo, hi = values[0], values[-1]
     elif fmt.kind == "int":
-        lo, hi = fmt.min, fmt.max
+        lo, hi = (fmt.qmin - 0.5) * fmt.step, (fmt.qmax + 0.5) * fmt.step
         if not fmt.signed and s is not None:
             sc, zp = s
-            return (fmt.qmin - zp) * sc, (fmt.qmax - zp) * sc
+            return (fmt.qmin - 0.5 - zp) * sc, (fmt.qmax + 0.5 - zp) * sc
     else:
-        lo, hi = -fmt.max, fmt.max
+        half_gap = 2.0 ** (fmt.emax - fmt.man_bits - 1)
+        lo, hi = -(fmt.max + half_gap), fmt.max + half_gap
     if s is None:
         return lo, hi
     return lo * s, hi * s
 
 
 # ---- block formats --------------------------------------------------------------------------------
+def _exp_frac(a: torch.Tensor):
+    """(floor(log2(a)), 23-bit fraction of a's significand) for positive fp32 ``a``, exact also when ``a``
+    is an fp32 subnormal (normalised by 2^64 first: its exponent field alone would say -127)."""
+    sub = a < 2.0 ** -126
+    b = torch.where(sub, a * 2.0 ** 64, a).view(torch.int32)
+    e = (torch.bitwise_right_shift(b, 23) & 0xFF) - 127 - sub.to(torch.int32) * 64
+    return e, b & 0x7FFFFF
+
+
 def mx_shared_exp(amax: torch.Tensor, elem, rule: str) -> torch.Tensor:
-    """OCP MX shared exponent per block (int32), clamped to [-127, 127]; callers mask non-finite amax."""
-    b = amax.view(torch.int32)
-    eb = torch.bitwise_right_shift(b, 23) & 0xFF
-    mant = b & 0x7FFFFF
+    """OCP MX shared exponent per block (int32), clamped to [-127, 127]; callers mask non-finite amax.
+
+    Exact integer arithmetic on amax's exponent and significand: ``rceil`` compares significands
+    instead of rounding amax / max_elem, whose fp32 quotient can round onto a power of two.
+    """
+    e, frac = _exp_frac(amax)
     if rule == "floor":
-        e = eb - 127 - elem.emax
+        e = e - elem.emax
     elif rule == "ceil":
-        e = eb - 127 + (mant != 0).to(torch.int32) - elem.emax
-    else:  # rceil: round amax / max_elem up to a power of two
-        d = (amax / elem.max).view(torch.int32)
-        deb = torch.bitwise_right_shift(d, 23) & 0xFF
-        dm = d & 0x7FFFFF
-        e = torch.where(deb == 0, torch.where(dm > 0x400000, -126, -127).to(torch.int32),
-                        deb - 127 + (dm != 0).to(torch.int32))
+        e = e + (frac != 0).to(torch.int32) - elem.emax
+    else:  # rceil: the smallest e with amax <= max_elem * 2^e
+        m, ex = math.frexp(elem.max)                 # max_elem = (2m) * 2^(ex - 1), 2m in [1, 2)
+        frac_max = int((2 * m - 1) * 2 ** 23)        # exact: an element max has <= 24 significant bits
+        e = e - (ex - 1) + (frac > frac_max).to(torch.int32)
     return e.clamp(-127, 127)
 
 
@@ -150,7 +172,7 @@ def nvfp4_qdq(xb: torch.Tensor, fmt, rounding, noise, tensor_amax=None):
     else:
         st = torch.ones((), dtype=torch.float32, device=xb.device)
     amax = xb.abs().amax(dim=-1, keepdim=True)
-    sb = float_cast(amax / elem.max / st, e4m3, "nearest", True)
+    sb = float_cast(amax / st / elem.max, e4m3, "nearest", True)  # amax / max_elem could be an fp32 subnormal
     total = sb * st
     safe = torch.where(total > 0, total, 1.0)
     q = element_cast(xb / safe, elem, rounding, True, noise) * total

@@ -1,0 +1,96 @@
+"""Shared helpers for the numerics tests: bitwise comparison and probe inputs.
+
+The probe inputs are what a rounding routine can get wrong: every value of a format, every midpoint
+between neighbours (the ties) and the fp32 numbers just above and below each midpoint, the overflow
+tie past the largest value, the underflow tie below the smallest subnormal, signed zeros, Inf, NaN,
+fp32 extremes, plus random fp32 numbers (random bit patterns and log-normal magnitudes).
+Test modules import these helpers with ``from conftest import ...``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lowbit.formats.tables import values as table_values
+
+F32 = np.float32
+FP32_SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 3.4028235e38, -3.4028235e38,
+                          2.0 ** -149, -(2.0 ** -149), 2.0 ** -126, 1.1754942e-38], dtype=F32)
+
+
+def as_f32(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().float().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(a, dtype=F32))
+
+
+def same_bits(a, b) -> np.ndarray:
+    """Elementwise: identical fp32 bit patterns, or both NaN (any payload). -0 differs from +0."""
+    a, b = as_f32(a), as_f32(b)
+    return (a.view(np.uint32) == b.view(np.uint32)) | (np.isnan(a) & np.isnan(b))
+
+
+def assert_same(actual, expected, inputs=None, what=""):
+    """Bit-for-bit equality (NaN-aware); the message lists the first mismatches with their inputs."""
+    a, e = as_f32(actual), as_f32(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    ok = same_bits(a, e)
+    if not ok.all():
+        bad = np.flatnonzero(~ok.reshape(-1))[:8]
+        xin = as_f32(inputs).reshape(-1)[bad] if inputs is not None else None
+        rows = [f"  x={xin[i]!r:>16} got={a.reshape(-1)[j]!r} want={e.reshape(-1)[j]!r}" if xin is not None
+                else f"  [{j}] got={a.reshape(-1)[j]!r} want={e.reshape(-1)[j]!r}" for i, j in enumerate(bad)]
+        raise AssertionError(f"{what}: {int((~ok).sum())} of {ok.size} differ\n" + "\n".join(rows))
+
+
+def f32_exact(pts) -> np.ndarray:
+    """The float64 points that are exactly representable (and finite) in fp32, as fp32."""
+    pts = np.asarray(pts, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        p32 = pts.astype(F32)
+    return p32[np.isfinite(p32) & (p32.astype(np.float64) == pts)]
+
+
+def neighbours(p32) -> np.ndarray:
+    """p32 plus the next fp32 number above and below each point."""
+    return np.concatenate([p32, np.nextafter(p32, F32(np.inf)), np.nextafter(p32, F32(-np.inf))])
+
+
+def probe_points(fmt) -> np.ndarray:
+    """Every value, midpoint, overflow/underflow boundary of ``fmt`` and their fp32 neighbours, both signs."""
+    v = table_values(fmt)
+    mids = (v[1:] + v[:-1]) / 2
+    pts = [v, mids]
+    if fmt.kind == "float":
+        top = v[-1] - v[-2]
+        tiny = v[v > 0][0]
+        pts.append(np.array([v[-1] + top / 2, v[-1] + top, 2 * v[-1], 4 * v[-1], tiny / 2, tiny / 4,
+                             fmt.min_normal, fmt.min_normal / 2]))
+    p = neighbours(f32_exact(np.concatenate(pts)))
+    p = np.concatenate([p, -p, FP32_SPECIALS])
+    return p
+
+
+def rand_f32(n: int, seed: int = 0) -> np.ndarray:
+    """n random fp32 numbers: half random bit patterns (any sign/exponent, some Inf/NaN), half
+    randn * exp(randn * k) with k in {1, 4, 12} (magnitudes from tiny to huge)."""
+    g = np.random.default_rng(seed)
+    h = n // 2
+    bits = g.integers(0, 2 ** 32, h, dtype=np.uint64).astype(np.uint32).view(F32)
+    k = np.repeat(np.array([1.0, 4.0, 12.0]), -(-(n - h) // 3))[: n - h]
+    with np.errstate(over="ignore"):
+        ln = (g.standard_normal(n - h) * np.exp(g.standard_normal(n - h) * k)).astype(F32)
+    return np.concatenate([bits, ln])
+
+
+def t(a) -> torch.Tensor:
+    """fp32 numpy -> torch (a copy, so tests never alias numpy buffers)."""
+    return torch.from_numpy(np.array(a, dtype=F32))
+
+
+# numpy warns about NaN/Inf arithmetic that the references do on purpose (NaN in, NaN out)
+NUMPY_NAN_WARNINGS = [
+    "ignore:invalid value encountered:RuntimeWarning",
+    "ignore:overflow encountered:RuntimeWarning",
+    "ignore:divide by zero encountered:RuntimeWarning",
+]
