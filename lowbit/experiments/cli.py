@@ -1,0 +1,71 @@
+"""``lowbit run``: run a sweep from a YAML file (or the built-in default), then report.
+
+Exit codes: 0 every run finished (completed, early_stopped or diverged); 1 some run failed;
+2 invalid config or arguments (one line on stderr, no traceback); 130 interrupted (re-run the
+same command to resume).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from lowbit.experiments.runner import prepare, run_sweep
+from lowbit.experiments.schema import ConfigError, load_sweep
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lowbit run", description="Run a precision sweep: every combination of the config's "
+        "lists, each run in its own process; finished runs are skipped on a re-run.")
+    p.add_argument("config", nargs="?", help="sweep YAML (default: the built-in default sweep, "
+                   "see configs/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key; VALUE is YAML, dotted keys reach into mappings "
+                   "(--set epochs=2 --set model_kwargs.cnn.channels=[8,16])")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="runs in parallel, each with "
+                   "max(1, cores // jobs) torch threads (default: one per core on CPU, 1 on GPU)")
+    p.add_argument("--out", help="output directory (overrides out_dir; default runs/<name>)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--no-report", action="store_true", help="skip plots and HTML at the end")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only finished runs")
+    return p
+
+
+def cli_run(argv: list[str] | None = None) -> int:
+    """Entry point of ``lowbit run``; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help or a usage error: argparse has printed its message
+        return int(exc.code or 0)
+    overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
+    try:
+        cfg = load_sweep(args.config, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.jobs is not None and args.jobs < 1:
+        print(f"error: -j/--jobs: expected an int >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for spec in prepare(cfg):
+            print(spec.run_id, spec.label, spec.dataset, f"seed={spec.seed}")
+        return 0
+    t0 = time.perf_counter()
+    try:
+        runs = run_sweep(cfg, jobs=args.jobs, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    from lowbit.report import build_report, terminal_summary
+    out = cfg.results_dir
+    print(terminal_summary(runs))
+    if not args.no_report:
+        page = build_report(out, out / "report")
+        print(f"report: {page}")
+    print(f"results: {out / 'results'} ({len(runs)} runs, {time.perf_counter() - t0:.1f}s)")
+    failed = int((runs["status"] == "failed").sum()) if len(runs) else 0
+    if failed:
+        print(f"{failed} run(s) failed; see runs/<id>/log.txt", file=sys.stderr)
+    return 1 if failed else 0

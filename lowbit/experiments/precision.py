@@ -1,0 +1,45 @@
+"""Put a model in a run's precision through ``lowbit.nn`` and measure its footprint.
+
+Every run goes through ``lowbit.nn.quantize_model(model, recipe_for_precision(precision,
+targets=..., softmax=...))`` and ``lowbit.nn.footprint`` (fp32 is a recipe without quantizers), so
+footprint columns mean the same for all precisions. Without ``lowbit.nn`` (an ImportError) an
+fp32 run with a float softmax still works, with 4 bytes per parameter as its footprint; any
+other run fails with the import error.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+FP32 = "fp32"
+
+
+def fp32_footprint(model: nn.Module) -> dict:
+    """Footprint of an unquantized model: every parameter in 4 bytes."""
+    n = sum(p.numel() for p in model.parameters())
+    return {"weight_bytes": 4 * n, "fp32_bytes": 4 * n, "compression": 1.0}
+
+
+def apply_precision(model: nn.Module, precision: str, quantize: tuple[str, ...],
+                    softmax: str | None, input_shape: tuple[int, ...]
+                    ) -> tuple[list[dict], dict, dict]:
+    """Quantize ``model`` in place.
+
+    Returns (per-layer assignment rows, footprint columns, full footprint dict). The columns are
+    the footprint's scalar entries prefixed with ``footprint_`` (so they never clash with config
+    columns); the full dict keeps the per-layer rows for ``footprint.json``.
+    """
+    try:
+        from lowbit.nn import footprint, quantize_model, recipe_for_precision
+    except ImportError:
+        if (precision == FP32 or not quantize) and softmax is None:
+            fp = fp32_footprint(model)
+            return [], {f"footprint_{k}": v for k, v in fp.items()}, fp
+        raise
+
+    prec = precision if quantize else FP32
+    recipe = recipe_for_precision(prec, targets=tuple(quantize), softmax=softmax)
+    assignment = quantize_model(model, recipe)
+    fp = footprint(model, assignment, input_shape).to_dict()
+    columns = {f"footprint_{k}": v for k, v in fp.items()
+               if v is None or isinstance(v, (bool, int, float, str))}
+    return list(assignment.to_rows()), columns, fp

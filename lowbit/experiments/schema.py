@@ -1,0 +1,308 @@
+"""Sweep configuration: typed, frozen, validated; parsed from YAML with ``--set`` overrides.
+
+A sweep file is one mapping. Grid keys take a list (or a single value) and expand as a product;
+every other key is one value applied to all runs::
+
+    name: demo
+    models: [cnn, vit]              # grid: model x activation x dataset x precision
+    activations: [relu, gelu]       #       x softmax precision x quantize x augmentation x seed
+    precisions: [fp32, fp8_e4m3, fp4_e2m1]
+    epochs: 5
+    model_kwargs: {cnn: {channels: [16, 32]}}
+    data: {train_subset: 500}
+
+Every error is a :class:`ConfigError` with one line naming the key, the bad value and what is
+allowed, e.g. ``models[1]: unknown model 'resnet'; allowed: cnn, deit_tiny, ...``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lowbit.train import AMP_MODES, DEVICES, OPTIMIZERS, TrainConfig
+
+GRID_KEYS = ("models", "activations", "datasets", "precisions", "softmax_precisions", "quantize",
+             "augmentations", "seeds")
+QUANTIZE_TARGETS = ("weights", "activations")  # the default
+try:  # every target lowbit.nn's recipe_for_precision understands
+    from lowbit.nn.presets import TARGETS as ALL_TARGETS
+except ImportError:
+    ALL_TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
+SOFTMAX_SAME = "same"  # softmax in the run's own precision
+QUANT_BACKENDS = ("auto", "eager", "compiled")
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class ConfigError(ValueError):
+    """An invalid sweep configuration; ``str(err)`` is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How each run loads its dataset (``lowbit.data.load_dataset``).
+
+    ``split_seed`` fixes the train/val/test split across run seeds, so seeds vary only the
+    initialisation, order and augmentation. ``train_subset`` / ``eval_subset`` keep at most that
+    many samples of train / of val and test each (a fixed random subset drawn with
+    ``split_seed``), for quick runs. ``root`` is the directory of file-based datasets.
+    """
+
+    root: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    train_subset: int | None = None
+    eval_subset: int | None = None
+
+    def __post_init__(self):
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction: expected a number in [0, 1), "
+                              f"got {self.val_fraction!r}")
+        for key in ("train_subset", "eval_subset"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{key}: expected null or an int >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One sweep: grid keys (tuples, expanded as a product) plus settings shared by all runs.
+
+    ``softmax_precisions``: ``null`` keeps softmax in float, a format name quantizes it, ``same``
+    uses the run's precision. ``quantize``: the targets of the precision, ``[weights,
+    activations]`` (one setting) or a list of such lists (a grid axis). ``patience``: early
+    stopping on validation accuracy (``null`` = off). ``out_dir`` defaults to ``runs/<name>``.
+    ``quant_backend``: lowbit's fake-quant kernels (``LOWBIT_BACKEND`` of each run's process):
+    ``auto`` compiles for large tensors, which costs seconds of compilation per run process;
+    ``eager`` suits sweeps of small models. Backends agree bit for bit, so it is not part of the
+    run id.
+    """
+
+    name: str = "sweep"
+    description: str = ""
+    out_dir: str | None = None
+    models: tuple[str, ...] = ("cnn",)
+    activations: tuple[str, ...] = ("relu",)
+    datasets: tuple[str, ...] = ("digits",)
+    precisions: tuple[str, ...] = ("fp32",)
+    softmax_precisions: tuple[str | None, ...] = (None,)
+    quantize: tuple[tuple[str, ...], ...] = (QUANTIZE_TARGETS,)
+    augmentations: tuple[str, ...] = ("none",)
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
+    grad_clip: float | None = None
+    patience: int | None = None
+    amp: str = "off"
+    device: str = "cpu"
+    eval_batch_size: int = 512
+    quant_backend: str = "auto"
+    augmentation_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self):
+        validate_names(self)
+        try:
+            self.train_config(seed=0, augmentation="none")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.out_dir or f"runs/{self.name}")
+
+    def train_config(self, seed: int, augmentation: str) -> TrainConfig:
+        keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "augmentation"}
+        return TrainConfig(seed=seed, augmentation=augmentation,
+                           **{k: getattr(self, k) for k in keys})
+
+    def to_dict(self) -> dict:
+        """Plain YAML/JSON-ready dict (lists, not tuples)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _choice(key: str, value: str, allowed: list[str], what: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def validate_names(cfg: SweepConfig) -> None:
+    """Check every name against its registry; raise ConfigError naming key, value and choices."""
+    from lowbit.data import get_augmentation, list_augmentations, list_datasets
+    from lowbit.formats import get_format
+    from lowbit.models import get_activation, list_activations, list_models
+
+    for key in GRID_KEYS:
+        if not getattr(cfg, key):
+            raise ConfigError(f"{key}: expected at least one value, got an empty list")
+    for i, name in enumerate(cfg.models):
+        _choice(f"models[{i}]", name, list_models(), "model")
+    for i, name in enumerate(cfg.activations):
+        try:
+            get_activation(name)
+        except ValueError:
+            _choice(f"activations[{i}]", name, list_activations(), "activation")
+    for i, name in enumerate(cfg.datasets):
+        _choice(f"datasets[{i}]", name, list_datasets(), "dataset")
+    for i, name in enumerate(cfg.augmentations):
+        _choice(f"augmentations[{i}]", name, list_augmentations(), "augmentation")
+        try:
+            if name != "none":
+                get_augmentation(name, 32, 3, **cfg.augmentation_kwargs)
+        except TypeError as err:
+            raise ConfigError(f"augmentation_kwargs: {name}: {err}") from None
+    for key, values in (("precisions", cfg.precisions),
+                        ("softmax_precisions", cfg.softmax_precisions)):
+        for i, name in enumerate(values):
+            if name is None or (key == "softmax_precisions" and name == SOFTMAX_SAME):
+                continue
+            try:
+                get_format(name)
+            except ValueError as err:
+                raise ConfigError(f"{key}[{i}]: {err}") from None
+    for i, targets in enumerate(cfg.quantize):
+        for name in targets:
+            _choice(f"quantize[{i}]", name, list(ALL_TARGETS), "quantize target")
+    for name in cfg.model_kwargs:
+        _choice("model_kwargs", name, list_models(), "model")
+    for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("device", DEVICES),
+                         ("quant_backend", QUANT_BACKENDS)):
+        _choice(key, getattr(cfg, key), list(allowed), key)
+    if not cfg.name or any(c in cfg.name for c in "/\\"):
+        raise ConfigError(f"name: expected a non-empty name without slashes, got {cfg.name!r}")
+
+
+# --- parsing: raw dict -> typed values ----------------------------------------------------------
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(key: str, value, tp):
+    """Check ``value`` against annotation ``tp``; lists become tuples, ints become floats."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is tuple:  # tuple[X, ...]: a list, or one value standing for a one-item list
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(items))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return {str(k): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, prefix=f"{key}.")
+    if tp is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, str)}.get(tp, isinstance(value, tp))
+    if not ok:
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return float(value) if tp is float else value
+
+
+def _normalize_quantize(value):
+    """``weights`` / ``[weights, activations]`` are one setting; a list of lists is a grid axis."""
+    if value is None or value == []:
+        return [[]]
+    if isinstance(value, str):
+        return [[value]]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return [list(value)]
+    return value
+
+
+def _build(cls, raw: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            where = prefix.rstrip(".") or "config"
+            raise ConfigError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(names))}")
+    values = {}
+    for key, value in raw.items():
+        if cls is SweepConfig and key == "quantize":
+            value = _normalize_quantize(value)
+        values[key] = _coerce(prefix + key, value, hints[key])
+    return cls(**values)
+
+
+def sweep_from_dict(raw: dict | None) -> SweepConfig:
+    """Validate a raw mapping (e.g. from YAML) into a :class:`SweepConfig`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
+    return _build(SweepConfig, raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``key=value`` strings (value parsed as YAML; dotted keys reach into mappings)."""
+    raw = dict(raw or {})
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set: expected key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: cannot parse {text!r} as YAML ({err})") from None
+        node, parts = raw, key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return raw
+
+
+def load_sweep(path: str | Path | None = None, overrides: list[str] = ()) -> SweepConfig:
+    """Read ``path`` (YAML; None = the built-in default sweep), apply overrides, validate."""
+    if path is None:
+        from lowbit.experiments.defaults import DEFAULT_SWEEP
+        raw = dict(DEFAULT_SWEEP)
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"config: cannot read {str(path)!r}: {err.strerror}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            msg = " ".join(str(err).split())
+            raise ConfigError(f"config: {str(path)!r} is not valid YAML: {msg}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
+    return sweep_from_dict(apply_overrides(raw or {}, list(overrides)))

@@ -1,0 +1,142 @@
+"""One run, executed in its own child process: data, model, precision, train, result file.
+
+:func:`execute` never raises for a failing run: any exception is logged with its traceback to
+``log.txt`` and recorded as ``status: failed`` with a one-line ``error``. A KeyboardInterrupt or
+the death of the sweep process leaves no result, so the next sweep resumes the run from its
+checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from lowbit.data import load_dataset
+from lowbit.data.splits import TensorSplit
+from lowbit.experiments import store
+from lowbit.experiments.env import code_version, environment
+from lowbit.experiments.grid import RunSpec, flatten
+from lowbit.experiments.precision import apply_precision
+from lowbit.models import create_model
+from lowbit.train import resolve_device, train
+
+
+def load_run_data(spec: RunSpec):
+    """The run's dataset, split with ``data.split_seed`` and cut to the configured subsets."""
+    d = spec.data
+    splits = load_dataset(spec.dataset, root=d.root, val_fraction=d.val_fraction,
+                          seed=d.split_seed)
+    gen = torch.Generator().manual_seed(d.split_seed)
+
+    def cut(split: TensorSplit, limit: int | None) -> TensorSplit:
+        if limit is None or limit >= len(split):
+            return split
+        idx = torch.randperm(len(split), generator=gen)[:limit].sort().values
+        return TensorSplit(split.x[idx], split.y[idx])
+
+    return dataclasses.replace(splits, train=cut(splits.train, d.train_subset),
+                               val=cut(splits.val, d.eval_subset),
+                               test=cut(splits.test, d.eval_subset))
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the process that forked us exits (no orphaned runs)."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
+            sweep_pid: int | None = None, redirect: bool = True) -> str:
+    """Run one spec in ``run_dir``; write ``result.json``; return the final status.
+
+    ``sweep_pid``: when that process is gone at the end of an epoch, stop (SystemExit) without
+    a result, as after a kill. ``redirect``: send this process's stdout/stderr to the run log.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / "log.txt", "a", buffering=1)
+    if redirect:  # warnings and prints of this run go to its log, not over the progress line
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    torch.set_num_threads(threads)
+    spec = RunSpec.from_dict(spec_dict)
+    os.environ["LOWBIT_BACKEND"] = spec.quant_backend  # this process runs this one run only
+    send = events.put if events is not None else (lambda msg: None)
+    t0 = time.time()
+    print(f"[{time.strftime('%H:%M:%S')}] start {spec.run_id} {spec.label} threads={threads}",
+          file=log)
+    result = {"run_id": spec.run_id, "config": flatten(spec), "spec": spec.to_dict(),
+              "env": {**code_version(), **environment("cpu")}, "started": t0}
+    try:
+        device = resolve_device(spec.train.device)
+        result["env"] = {**code_version(), **environment(str(device))}
+        splits = load_run_data(spec)
+        torch.manual_seed(spec.seed)
+        model = create_model(spec.model, num_classes=splits.num_classes, in_chans=splits.in_chans,
+                             img_size=splits.img_size, act=spec.activation, **spec.model_kwargs)
+        shape = (1, splits.in_chans, splits.img_size, splits.img_size)
+        assignment, footprint, fp_full = apply_precision(model, spec.precision, spec.quantize,
+                                                         spec.softmax_precision, shape)
+        store.write_json(run_dir / "assignment.json", assignment)
+        store.write_json(run_dir / "footprint.json", fp_full)
+        send(("start", spec.run_id, spec.train.epochs))
+        out_rows: list[dict] = (store.read_json(run_dir / "metrics.json") or {}).get("epochs", [])
+
+        def on_epoch(row: dict) -> None:
+            print(f"epoch {row['epoch']}: " + " ".join(
+                f"{k}={row[k]:.4g}" for k in ("train_loss", "train_acc", "val_acc", "test_acc",
+                                               "epoch_time_s")), file=log)
+            out_rows[:] = [r for r in out_rows if r["epoch"] < row["epoch"]] + [row]
+            store.write_json(run_dir / "metrics.json", {"epochs": out_rows})
+            send(("epoch", spec.run_id, row["epoch"], spec.train.epochs, row["val_acc"]))
+            if not _alive(sweep_pid):
+                raise SystemExit("sweep process is gone")
+
+        out = train(model, splits, spec.train, run_dir=run_dir, on_epoch=on_epoch,
+                    footprint=footprint)
+        result.update(status=out["status"], error=None, summary=out["summary"],
+                      epochs=out["epochs"], footprint=footprint)
+    except (KeyboardInterrupt, SystemExit):
+        print("interrupted: no result written, the next sweep resumes", file=log)
+        raise
+    except Exception as err:  # noqa: BLE001 - a failing run is a result, not a crash
+        traceback.print_exc(file=log)
+        message = " ".join(f"{type(err).__name__}: {err}".split())[:500]
+        result.update(status="failed", error=message, summary={}, epochs=[], footprint={})
+    result["finished"] = time.time()
+    store.write_json(run_dir / store.RESULT_FILE, result)
+    print(f"[{time.strftime('%H:%M:%S')}] {result['status']} in {time.time() - t0:.1f}s",
+          file=log)
+    send(("end", spec.run_id, result["status"]))
+    log.close()
+    return result["status"]
+
+
+def child_main(spec_dict, run_dir, threads, events, sweep_pid) -> None:
+    """Entry point of the child process (see :func:`execute`)."""
+    _die_with_parent()
+    try:
+        execute(spec_dict, run_dir, threads, events, sweep_pid)
+    except KeyboardInterrupt:
+        sys.exit(130)

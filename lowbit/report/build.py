@@ -1,0 +1,121 @@
+"""Build the report directory: PNG figures, table CSVs and a self-contained ``index.html``.
+
+The HTML page embeds every image as base64 and every table as HTML, so the one file can be
+mailed or archived on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from lowbit.experiments.store import load_tables
+from lowbit.report import plots
+from lowbit.report.tables import comparison_table, precision_table
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:0.5em 0 1.5em}
+.failed td{background:#fee}code{background:#f4f4f4;padding:1px 4px}"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(df: pd.DataFrame, index: bool = False, float_format: str = "{:.2f}") -> str:
+    if df.empty:
+        return "<p>(empty)</p>"
+    return df.to_html(index=index, border=0, na_rep="-", escape=True,
+                      float_format=float_format.format, classes="results")
+
+
+def _environment(runs: pd.DataFrame) -> pd.DataFrame:
+    cols = ["lowbit_version", "git_commit", "git_dirty", "torch_version", "numpy_version",
+            "python_version", "hostname", "device_name", "device_used", "threads"]
+    cols = [c for c in cols if c in runs]
+    if runs.empty or not cols:
+        return pd.DataFrame()
+    values = {c: ", ".join(sorted(runs[c].dropna().astype(str).unique())) for c in cols}
+    return pd.DataFrame({"key": list(values), "value": list(values.values())})
+
+
+def render_html(title: str, runs: pd.DataFrame, figures: dict[str, Path],
+                tables: dict[str, pd.DataFrame]) -> str:
+    """The report page as one HTML string."""
+    counts = runs["status"].value_counts().to_dict() if "status" in runs else {}
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>",
+             f"<p>{len(runs)} runs: " + ", ".join(f"{v} {html.escape(str(k))}"
+                                                 for k, v in counts.items())
+             + f". Generated {time.strftime('%Y-%m-%d %H:%M:%S')}. Accuracy = test accuracy at "
+             "the epoch of best validation accuracy.</p>"]
+    for name, df in tables.items():
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        parts.append(_table(df, index=df.index.name is not None))
+    for name, path in figures.items():
+        parts.append(f"<h2>{html.escape(name)}</h2>{_img(path, name)}")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
+                 title: str | None = None) -> Path:
+    """Figures, ``comparison.csv``, ``precision.csv`` and ``index.html`` into ``out_dir``
+    (default ``<results_dir>/report``); returns the path of ``index.html``."""
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_tables(results_dir)
+    runs, epochs = data["runs"], data["epochs"]
+    figures = plots.make_all(runs, epochs, out)
+    tables = {"Accuracy, footprint and time by precision": precision_table(runs),
+              "Comparison": comparison_table(runs)}
+    tables["Comparison"].to_csv(out / "comparison.csv")
+    tables["Accuracy, footprint and time by precision"].to_csv(out / "precision.csv", index=False)
+    if not data["summary"].empty and data["summary"].get("n_seeds", pd.Series([1])).max() > 1:
+        tables["Mean and std over seeds"] = data["summary"]
+    if "status" in runs and (runs["status"] == "failed").any():
+        failed = runs[runs["status"] == "failed"]
+        tables["Failed runs"] = failed[[c for c in ("run_id", "model", "activation", "precision",
+                                                    "error") if c in failed]]
+    tables["Environment"] = _environment(runs)
+    name = runs["sweep"].iloc[0] if "sweep" in runs and len(runs) else results_dir.name
+    page = out / "index.html"
+    tmp = out / ".index.html.tmp"
+    tmp.write_text(render_html(title or f"lowbit report: {name}", runs, figures, tables))
+    tmp.replace(page)
+    return page
+
+
+def cli_report(argv: list[str] | None = None) -> int:
+    """Entry point of ``lowbit report RESULTS_DIR [--out DIR]``; returns the exit code."""
+    p = argparse.ArgumentParser(prog="lowbit report", description="Plots, tables and an HTML "
+                                "page from a sweep's results (the sweep's out_dir or its "
+                                "results/ folder).")
+    p.add_argument("results_dir", nargs="?", default="runs/default",
+                   help="sweep output directory (default runs/default)")
+    p.add_argument("--out", help="report directory (default RESULTS_DIR/report)")
+    p.add_argument("--title", help="page title")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    root = Path(args.results_dir)
+    if not (root / "results" / "runs.csv").exists() and not (root / "runs.csv").exists():
+        print(f"error: no results in {str(root)!r} (expected results/runs.csv there)",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else (root.parent if root.name == "results" else root) \
+        / "report"
+    page = build_report(root, out, args.title)
+    print(f"report: {page}")
+    return 0

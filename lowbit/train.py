@@ -1,0 +1,411 @@
+"""Training and evaluation: one plain function each, no quantization inside.
+
+    cfg = TrainConfig(epochs=5, optimizer="adamw", lr=2e-3, seed=0)
+    result = train(model, splits, cfg, run_dir="runs/x")   # resumes from runs/x/checkpoint.pt
+    result["status"], result["summary"]["best_val_acc"], result["epochs"][-1]["test_acc"]
+
+A quantized model (``lowbit.nn.quantize_model``) trains through the same loop: the quantizers are
+ordinary modules inside it. Accuracies are fractions in [0, 1]; losses are mean cross-entropy.
+
+Contracts:
+
+* Seeding: ``torch.manual_seed(cfg.seed)`` at the start (dropout, stochastic rounding) and one
+  ``torch.Generator`` seeded with ``cfg.seed`` that draws the shuffling order and the augmentation.
+  Both states go into the checkpoint, so a resumed run continues bit for bit (same device and
+  thread count). Model initialisation is the caller's (seed before ``create_model``).
+* Schedule: per step, linear warm-up from ``lr / steps`` to ``lr`` over ``warmup_epochs``, then
+  cosine decay to 0 at the last step.
+* Divergence: a non-finite training loss (or validation loss) stops the run at once; the epoch is
+  recorded with what was measured and ``status`` is ``"diverged"``.
+* Early stopping: ``patience`` epochs without a new best validation accuracy end the run with
+  status ``"early_stopped"``; ``None`` or 0 disables it.
+* Checkpoints (``run_dir``): ``checkpoint.pt`` after every epoch (model, optimizer, scheduler,
+  scaler, epoch, RNG states, best metric, history) and ``best.pt`` (model weights at the best
+  validation accuracy), each written to a temporary file and moved with ``os.replace``, and each
+  loadable with ``torch.load(path, weights_only=True)``.
+* Convergence epoch: the first epoch whose validation accuracy reaches 99 % of the best one.
+* Generalisation gap: training accuracy minus validation (``gen_gap``) or test (``gen_gap_test``)
+  accuracy, both at the best epoch. Training accuracy is the running accuracy of the training pass
+  (augmented batches, train mode), as most training logs report it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lowbit.data import get_augmentation, iterate_batches, normalize, num_batches
+
+OPTIMIZERS = ("sgd", "adamw")
+AMP_MODES = ("off", "auto", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+TERMINAL = ("completed", "early_stopped", "diverged")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything :func:`train` needs besides the model and the data.
+
+    ``amp``: "off"; "bf16"/"fp16" autocast in that dtype where the device supports it (CPU
+    autocasts in bf16 only, so "fp16" on CPU runs in bf16 and the run records ``amp_dtype``);
+    "auto" is fp16 on CUDA and off on CPU. ``device``: "auto" picks CUDA when available.
+    ``augmentation_kwargs`` go to the preset's builder (e.g. ``flip=False`` for digits); the
+    identity preset "none" ignores them.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
+    grad_clip: float | None = None
+    patience: int | None = None
+    amp: str = "off"
+    augmentation: str = "none"
+    augmentation_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 512
+
+    def __post_init__(self):
+        def need(ok: bool, key: str, what: str):
+            if not ok:
+                raise ValueError(f"{key}: expected {what}, got {getattr(self, key)!r}")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, key)
+            need(isinstance(value, int) and value >= 1, key, "an int >= 1")
+        need(self.lr > 0, "lr", "a number > 0")
+        need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
+        need(self.weight_decay >= 0 and self.warmup_epochs >= 0, "weight_decay", "numbers >= 0")
+        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "None or a number > 0")
+        need(self.patience is None or self.patience >= 0, "patience", "None or an int >= 0")
+        for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("device", DEVICES)):
+            need(getattr(self, key) in allowed, key, "one of " + ", ".join(allowed))
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available else cpu; "cuda" without CUDA raises a clear error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``mode`` on ``device`` (None = no autocast); see TrainConfig."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cuda":
+        if mode == "bf16" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+    return torch.bfloat16  # CPU autocast: bf16 is the supported fast path
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512, *,
+             mean=None, std=None, device=None, dtype: torch.dtype | None = None
+             ) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (fraction) of ``model`` in eval mode on ``(x, y)``.
+
+    ``x`` is normalised with ``mean``/``std`` when given; ``dtype`` enables autocast.
+    """
+    was_training = model.training
+    model.eval()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    loss_sum, correct = 0.0, 0
+    for xb, yb in iterate_batches(x, y, batch_size, device=device):
+        if mean is not None:
+            xb = normalize(xb, mean, std)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(xb)
+        loss_sum += F.cross_entropy(out.float(), yb, reduction="sum").item()
+        correct += (out.argmax(1) == yb).sum().item()
+    model.train(was_training)
+    n = max(len(y), 1)
+    return loss_sum / n, correct / n
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 to 0 at step ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+class UsageSampler:
+    """CPU / RAM / GPU utilisation, sampled once per epoch (psutil if installed, else /proc).
+
+    ``cpu_util_pct``: whole machine, 0-100 over all cores since the previous sample;
+    ``proc_cpu_pct``: this process, top-style (100 = one core busy); ``ram_used_pct``: machine
+    memory in use; ``rss_mb``: this process; ``gpu_util_pct``: NVML, only with pynvml and CUDA.
+    """
+
+    def __init__(self, device: torch.device):
+        self._wall, self._proc, self._stat = time.perf_counter(), time.process_time(), _cpu_times()
+        self._nvml = _nvml_handle() if device.type == "cuda" else None
+
+    def sample(self) -> dict[str, float | None]:
+        wall, proc, stat = time.perf_counter(), time.process_time(), _cpu_times()
+        busy = (stat[0] - self._stat[0]) / max(stat[1] - self._stat[1], 1e-9) if stat else None
+        out = {"cpu_util_pct": None if busy is None else 100.0 * busy,
+               "proc_cpu_pct": 100.0 * (proc - self._proc) / max(wall - self._wall, 1e-9),
+               "ram_used_pct": _ram_used_pct(), "rss_mb": _rss_mb(), "gpu_util_pct": None}
+        if self._nvml is not None:
+            import pynvml
+            out["gpu_util_pct"] = float(pynvml.nvmlDeviceGetUtilizationRates(self._nvml).gpu)
+        self._wall, self._proc, self._stat = wall, proc, stat
+        return out
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [float(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
+    return sum(vals) - idle, sum(vals)
+
+
+def _ram_used_pct() -> float | None:
+    try:
+        import psutil
+        return float(psutil.virtual_memory().percent)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: float(line.split()[1]) for line in f}
+        return 100.0 * (1 - info["MemAvailable"] / info["MemTotal"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return None
+
+
+def _nvml_handle():
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+    except Exception:  # pynvml absent or no driver: GPU utilisation is simply not recorded
+        return None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA peak allocated on a GPU, else this process's peak RSS (``ru_maxrss``, KiB on Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """``torch.save`` to ``path.tmp``, then ``os.replace``: a reader never sees a partial file."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def summarize(history: list[dict], status: str) -> dict:
+    """Per-run metrics from the per-epoch rows (see the module doc for the definitions)."""
+    if not history:
+        return {"status": status, "epochs_run": 0}
+    finite = [r for r in history if math.isfinite(r["val_acc"])] or history
+    best = max(finite, key=lambda r: r["val_acc"])
+    target = 0.99 * best["val_acc"]
+    conv = next(r["epoch"] for r in finite if r["val_acc"] >= target)
+    last = history[-1]
+    def mean(key):
+        vals = [r[key] for r in history if r.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+    def peak(key):
+        vals = [r[key] for r in history if r.get(key) is not None]
+        return max(vals) if vals else None
+    return {
+        "status": status, "epochs_run": len(history), "best_epoch": best["epoch"],
+        "best_val_acc": best["val_acc"], "test_acc_at_best": best["test_acc"],
+        "train_acc_at_best": best["train_acc"], "final_train_acc": last["train_acc"],
+        "final_val_acc": last["val_acc"], "final_test_acc": last["test_acc"],
+        "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
+        "final_test_loss": last["test_loss"], "convergence_epoch": conv,
+        "gen_gap": best["train_acc"] - best["val_acc"],
+        "gen_gap_test": best["train_acc"] - best["test_acc"],
+        "total_time_s": sum(r["epoch_time_s"] for r in history),
+        "mean_epoch_time_s": mean("epoch_time_s"), "mean_throughput": mean("throughput"),
+        "peak_mem_mb": peak("peak_mem_mb"), "cpu_util_mean": mean("cpu_util_pct"),
+        "cpu_util_max": peak("cpu_util_pct"), "proc_cpu_mean": mean("proc_cpu_pct"),
+        "ram_used_pct_mean": mean("ram_used_pct"), "ram_used_pct_max": peak("ram_used_pct"),
+        "rss_mb_max": peak("rss_mb"), "gpu_util_mean": mean("gpu_util_pct"),
+    }
+
+
+def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None,
+          on_epoch: Callable[[dict], None] | None = None,
+          footprint: Mapping[str, Any] | None = None) -> dict:
+    """Train ``model`` on ``splits`` (a :class:`lowbit.data.DatasetSplits`) as ``cfg`` says.
+
+    With ``run_dir``, checkpoints go there and an existing ``checkpoint.pt`` is resumed (a finished
+    run returns its stored result without training). ``on_epoch(row)`` is called after each epoch's
+    checkpoint is written. ``footprint`` (e.g. ``lowbit.nn.footprint(...).to_dict()``) is copied
+    into every epoch row. Returns ``{"status", "epochs": [row, ...], "summary": {...}}``.
+    """
+    device = resolve_device(cfg.device)
+    dtype = amp_dtype(cfg.amp, device)
+    model.to(device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = make_optimizer(model, cfg)
+    steps = num_batches(len(splits.train), cfg.batch_size)
+    warmup = round(cfg.warmup_epochs * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.epochs * steps, warmup))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    state = {"epoch": 0, "history": [], "best_val_acc": -1.0, "bad_epochs": 0, "status": "running"}
+    ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if ckpt_path.exists():
+            state = _resume(ckpt_path, model, opt, sched, scaler, gen, device)
+    if state["status"] in TERMINAL:
+        return {"status": state["status"], "epochs": state["history"],
+                "summary": {**summarize(state["history"], state["status"]), **_run_info(
+                    model, device, dtype)}}
+    aug_kw = dict(cfg.augmentation_kwargs) if cfg.augmentation != "none" else {}
+    aug = get_augmentation(cfg.augmentation, splits.img_size, splits.in_chans, **aug_kw)
+    sampler = UsageSampler(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        batches = iterate_batches(splits.train.x, splits.train.y, cfg.batch_size, shuffle=True,
+                                  generator=gen, transform=aug, device=device)
+        train_loss, train_acc, seen = _train_epoch(model, batches, splits, cfg, opt, sched,
+                                                   scaler, dtype)
+        train_time = time.perf_counter() - t0
+        ev = dict(mean=splits.mean, std=splits.std, device=device, dtype=dtype)
+        val_loss, val_acc = evaluate(model, splits.val.x, splits.val.y, cfg.eval_batch_size, **ev)
+        test_loss, test_acc = evaluate(model, splits.test.x, splits.test.y, cfg.eval_batch_size,
+                                       **ev)
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        row = {"epoch": epoch, "train_loss": train_loss,
+               "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+               "test_loss": test_loss, "test_acc": test_acc, "epoch_lr": lr,
+               "epoch_time_s": time.perf_counter() - t0, "train_time_s": train_time,
+               "throughput": seen / max(train_time, 1e-9), "peak_mem_mb": peak_memory_mb(device),
+               **sampler.sample(), **dict(footprint or {})}
+        state["history"].append(row)
+        state["epoch"] = epoch
+        if val_acc > state["best_val_acc"] and not diverged:
+            state["best_val_acc"], state["bad_epochs"] = val_acc, 0
+            if ckpt_path is not None:
+                save_atomic({"model": model.state_dict(), "epoch": epoch, "val_acc": val_acc},
+                            ckpt_path.with_name("best.pt"))
+        else:
+            state["bad_epochs"] += 1
+        if diverged:
+            state["status"] = "diverged"
+        elif cfg.patience and state["bad_epochs"] >= cfg.patience and epoch < cfg.epochs:
+            state["status"] = "early_stopped"
+        elif epoch == cfg.epochs:
+            state["status"] = "completed"
+        if ckpt_path is not None:
+            save_atomic(_checkpoint(model, opt, sched, scaler, gen, device, state), ckpt_path)
+        if on_epoch is not None:
+            on_epoch(row)
+        if state["status"] in TERMINAL:
+            break
+    summary = {**summarize(state["history"], state["status"]), **_run_info(model, device, dtype)}
+    return {"status": state["status"], "epochs": state["history"], "summary": summary}
+
+
+def _train_epoch(model, batches, splits, cfg: TrainConfig, opt, sched, scaler, dtype
+                 ) -> tuple[float, float, int]:
+    """One pass over ``batches``: (mean loss, accuracy, samples seen). A non-finite loss stops
+    the pass before its optimizer step and makes the returned loss NaN."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for xb, yb in batches:
+        xb = normalize(xb, splits.mean, splits.std)
+        with torch.autocast(xb.device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(xb)
+        loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            return float("nan"), correct / max(seen, 1), seen
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip is not None:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        loss_sum += loss.item() * len(yb)
+        correct += (out.argmax(1) == yb).sum().item()
+        seen += len(yb)
+    return loss_sum / max(seen, 1), correct / max(seen, 1), seen
+
+
+def _resume(path: Path, model, opt, sched, scaler, gen, device) -> dict:
+    """Load ``path`` into the training objects and RNGs; return the saved loop state."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    sched.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    gen.set_state(ckpt["rng"]["generator"])
+    if device.type == "cuda" and ckpt["rng"].get("cuda"):
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    return ckpt["state"]
+
+
+def _checkpoint(model, opt, sched, scaler, gen, device, state) -> dict:
+    rng = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": state["epoch"], "best_val_acc": state["best_val_acc"], "rng": rng,
+            "state": state}
+
+
+def _run_info(model: nn.Module, device: torch.device, dtype) -> dict:
+    amp = str(dtype).replace("torch.", "") if dtype else "off"
+    return {"device_used": str(device), "amp_dtype": amp,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "threads": torch.get_num_threads()}
+
+
+__all__ = ["TrainConfig", "train", "evaluate", "summarize", "lr_factor", "resolve_device",
+           "amp_dtype", "peak_memory_mb", "save_atomic", "UsageSampler"]
