@@ -18,7 +18,7 @@ from lowbit.formats.codec import encode_direct
 from lowbit.formats.registry import get_format
 
 from .quantize import _validate, make_spec
-from .scaling import element_cast, mx_shared_exp, nvfp4_qdq, scaled_qdq
+from .scaling import block_scales, element_cast, scaled_qdq
 
 
 @dataclass
@@ -70,22 +70,18 @@ def encode(x: torch.Tensor, fmt, *, generator: torch.Generator | None = None, **
     if spec.scaling == "group":
         q, s = scaled_qdq(xb, f, "group", -1, spec.rounding, spec.saturate, spec.pow2_scale, nb)
         codes = _element_codes(q, s, f, spec.saturate)
-    elif f.scale == "e8m0":
-        amax = xb.abs().amax(dim=-1, keepdim=True)
-        e = mx_shared_exp(amax, f.element, f.scale_rule)
-        el = element_cast(xb / _pow2(e), f.element, spec.rounding, True, nb)
-        codes = encode_direct(torch.nan_to_num(el), f.element)
-        s = torch.where(torch.isfinite(amax), e + 127, 255).to(torch.uint8)
     else:
-        amax = xb.abs().amax(dim=-1, keepdim=True)
-        _, (sb, st) = nvfp4_qdq(xb, f, spec.rounding, nb)
-        total = sb * st
-        # the element cast itself, as nvfp4_qdq does it (dividing q by the scale would lose the sign
-        # of zero in a zero-scale block, and digits where total is an fp32 subnormal)
-        el = element_cast(xb / torch.where(total > 0, total, 1.0), f.element, spec.rounding, True, nb)
+        scale, detail = block_scales(xb, f)
+        # the element cast itself, as block_qdq does it (dividing q by the scale would lose the sign
+        # of zero in a zero-scale block, and digits where the scale is an fp32 subnormal)
+        el = element_cast(xb / torch.where(scale > 0, scale, 1.0), f.element, spec.rounding, True, nb)
         codes = encode_direct(torch.nan_to_num(el), f.element)
-        sb = torch.where(torch.isfinite(amax), sb, float("nan"))  # NaN/Inf block: the E4M3 NaN code
-        s = (encode_direct(sb, get_format("fp8_e4m3")), st)
+        nan_block = torch.isnan(scale)
+        if f.scale == "e8m0":
+            s = torch.where(nan_block, 255, detail + 127).to(torch.uint8)
+        else:  # NaN/Inf block: the E4M3 NaN code
+            sb, st = detail
+            s = (encode_direct(torch.where(nan_block, float("nan"), sb), get_format("fp8_e4m3")), st)
     return Encoded(_unblocks(codes, mshape, axis), s, spec, tuple(x.shape))
 
 

@@ -19,8 +19,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from lowbit.formats.cast import _pow2
-from .scaling import element_range_scaled, mx_qdq, nvfp4_qdq, scaled_qdq
+from .scaling import block_qdq, block_scales, element_range_scaled, scaled_qdq
 
 BACKENDS = ("auto", "eager", "compiled")
 AUTO_MIN_NUMEL = 1 << 18
@@ -44,12 +43,9 @@ def _qdq(x, spec, scale, noise, values, want_mask, outb=None):
     elif spec.scaling == "group":
         q, s = scaled_qdq(xf, fmt, "group", -1, spec.rounding, spec.saturate, spec.pow2_scale, noise, scale, values)
         efmt = fmt
-    elif fmt.scale == "e8m0":
-        q, e = mx_qdq(xf, fmt, spec.rounding, noise)
-        s, efmt = _pow2(e), fmt.element
     else:
-        q, (sb, st) = nvfp4_qdq(xf, fmt, spec.rounding, noise)
-        s, efmt = sb * st, fmt.element
+        s = block_scales(xf, fmt)[0] if scale is None else scale
+        q, efmt = block_qdq(xf, fmt, spec.rounding, noise, s), fmt.element
     mask = _mask(xf, efmt, s, values) if want_mask else None
     q = q.to(x.dtype)
     if outb is not None:

@@ -160,6 +160,9 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
     """
     spec = make_spec(fmt, **kw)
     _validate(x, spec)
+    if scale is not None and spec.scaling == "block":
+        raise ValueError(f"scale= is not supported for block format {spec.format.name!r}; allowed: scale=None "
+                         f"(block scales are computed per block)")
     noise = None
     if spec.rounding == "stochastic":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)

@@ -150,30 +150,46 @@ def mx_shared_exp(amax: torch.Tensor, elem, rule: str) -> torch.Tensor:
     return e.clamp(-127, 127)
 
 
-def mx_qdq(xb: torch.Tensor, fmt, rounding, noise):
-    """MX quantize-dequantize of fp32 blocks ``xb`` shaped (..., n_blocks, block_size)."""
-    amax = xb.abs().amax(dim=-1, keepdim=True)               # NaN/Inf propagate: NaN scale below
-    e = mx_shared_exp(amax, fmt.element, fmt.scale_rule)
-    X = _pow2(e)
-    q = element_cast(xb / X, fmt.element, rounding, True, noise) * X
-    return torch.where(torch.isfinite(amax), q, _NAN), e
+def block_scales(xb: torch.Tensor, fmt):
+    """Per-block scales of fp32 blocks ``xb`` (..., n_blocks, n) -> (scale, detail).
 
-
-def nvfp4_qdq(xb: torch.Tensor, fmt, rounding, noise, tensor_amax=None):
-    """NVFP4 quantize-dequantize of fp32 blocks (..., n_blocks, 16): E4M3 block scales, fp32 tensor scale."""
+    ``scale`` is the fp32 factor each block is divided by and multiplied back with, NaN for a block
+    holding NaN or Inf. ``detail`` is the shared exponent (MX) or (E4M3 block scale, fp32 tensor
+    scale) (NVFP4), what :func:`lowbit.encode` stores.
+    """
+    amax = xb.abs().amax(dim=-1, keepdim=True)               # NaN/Inf propagate into amax
+    finite = torch.isfinite(amax)
+    if fmt.scale == "e8m0":
+        e = mx_shared_exp(amax, fmt.element, fmt.scale_rule)
+        return torch.where(finite, _pow2(e), _NAN), e
     from lowbit.formats.registry import get_format
 
-    e4m3 = get_format("fp8_e4m3")
-    elem = fmt.element
+    e4m3, elem = get_format("fp8_e4m3"), fmt.element
     if fmt.tensor_scale:
-        ta = finite_amax(xb) if tensor_amax is None else tensor_amax
-        st = ta / (e4m3.max * elem.max)
+        st = finite_amax(xb) / (e4m3.max * elem.max)
         st = torch.where(st > 0, st, 1.0)
     else:
         st = torch.ones((), dtype=torch.float32, device=xb.device)
-    amax = xb.abs().amax(dim=-1, keepdim=True)
     sb = float_cast(amax / st / elem.max, e4m3, "nearest", True)  # amax / max_elem could be an fp32 subnormal
-    total = sb * st
-    safe = torch.where(total > 0, total, 1.0)
-    q = element_cast(xb / safe, elem, rounding, True, noise) * total
-    return torch.where(torch.isfinite(amax), q, _NAN), (sb, st)
+    return torch.where(finite, sb * st, _NAN), (sb, st)
+
+
+def block_qdq(xb: torch.Tensor, fmt, rounding, noise, scale: torch.Tensor) -> torch.Tensor:
+    """Elements of blocks with per-block ``scale``: element_cast(v / scale) * scale, saturating.
+
+    A NaN scale gives a NaN block; a zero scale (an NVFP4 block scale that rounded to 0) gives zeros.
+    """
+    safe = torch.where(scale > 0, scale, 1.0)
+    return element_cast(xb / safe, fmt.element, rounding, True, noise) * scale
+
+
+def mx_qdq(xb: torch.Tensor, fmt, rounding, noise):
+    """MX quantize-dequantize of fp32 blocks ``xb`` shaped (..., n_blocks, block_size) -> (q, shared exp)."""
+    X, e = block_scales(xb, fmt)
+    return block_qdq(xb, fmt, rounding, noise, X), e
+
+
+def nvfp4_qdq(xb: torch.Tensor, fmt, rounding, noise):
+    """NVFP4 quantize-dequantize of fp32 blocks (..., n_blocks, 16) -> (q, (E4M3 block scale, tensor scale))."""
+    total, detail = block_scales(xb, fmt)
+    return block_qdq(xb, fmt, rounding, noise, total), detail
