@@ -1,0 +1,24 @@
+"""Cost models: MACs, storage with scale overhead, compression, BitOps, activation memory, energy and
+an instruction-count proxy, per layer and in total.
+
+    layers = profile_layers(model, (1, 1, 8, 8))            # one dummy forward pass
+    plan = uniform_plan(layers, weight="int4", act="int8")   # or plan_from_assignment(assignment)
+    report = model_cost(layers, plan)                        # EnergyModel.horowitz() by default
+    print(report.table()); report.total["energy_pj"]; report.rows[0]["bitops"]
+
+Files: profile (LayerInfo, profile_layers), energy (EnergyModel: Horowitz ISSCC 2014, user files,
+the seed's relative model), model (LayerPlan, plans, model_cost, CostReport), table, cli.
+"""
+from .energy import EnergyModel
+from .model import CostReport, LayerPlan, model_cost, plan_from_assignment, simd_lanes, uniform_plan
+from .profile import LayerInfo, LayerProfile, profile_layers
+
+
+def cli_cost(argv=None) -> int:
+    """``lowbit cost ...`` (see :mod:`lowbit.cost.cli`)."""
+    from .cli import cli_cost as run
+    return run(argv)
+
+
+__all__ = ["CostReport", "EnergyModel", "LayerInfo", "LayerPlan", "LayerProfile", "cli_cost", "model_cost",
+           "plan_from_assignment", "profile_layers", "simd_lanes", "uniform_plan"]
