@@ -1,0 +1,183 @@
+"""Model surgery: :func:`quantize_model` applies a Recipe to any nn.Module; :func:`dequantize_model` undoes it.
+
+Steps: find and classify the layers (:mod:`lowbit.nn.layers`); look up each layer's LayerSpec in the
+recipe (first matching rule; ``keep_first_last`` forces the first/last weight layer to fp32);
+resolve each slot the layer kind supports into a full QuantSpec (:mod:`lowbit.nn.defaults`); then
+
+* weight layers are swapped for QLinear / QConv1d / QConv2d / QEmbedding sharing the original
+  parameters (every reference to the module is swapped);
+* every other quantized layer gets a :class:`~lowbit.nn.hooks.HookQuantizers` child and hooks,
+  children before parents (so that a parent's suspend hooks wrap its children's own hooks).
+
+Slots per kind (others are dropped, so the Assignment only lists what changes the numerics):
+weight: weight, input (not Embedding), output, grad; activation / other: input, output, grad;
+softmax: softmax, grad; attention: softmax (functional/SDPA), attn_qk, attn_av, output (functional
+activations), grad; functional: softmax, output (functional activations), grad.
+"""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from .assignment import Assignment, LayerRow
+from .defaults import follows_rank, resolve
+from .hooks import HookQuantizers, attach
+from .layers import LayerInfo, discover, first_last_weight_layers
+from .learnable import LearnableCodebook, LSQQuantizer
+from .modules import QUANTIZED
+from .quantizers import FakeQuantizer, GradQuantizer, WeightQuantizer
+from .recipe import Recipe
+from .specs import LayerSpec
+
+
+def _act_hint(li: LayerInfo) -> int:
+    return 1 if "conv" in li.tags else -1
+
+
+def resolve_layer(spec: LayerSpec | None, li: LayerInfo) -> dict:
+    """{slot: resolved spec} for the slots ``li``'s kind supports (module docstring)."""
+    if spec is None:
+        return {}
+    k, ops, hint = li.kind, li.ops, _act_hint(li)
+    out = {"grad": resolve(spec.grad, "grad", hint)}
+    if k == "weight":
+        out["weight"] = resolve(spec.weight, "weight")
+        if not isinstance(li.module, nn.Embedding):
+            out["input"] = resolve(spec.input, "act", hint)
+        out["output"] = resolve(spec.output, "act", hint)
+    elif k in ("activation", "other"):
+        out["input"] = resolve(spec.input, "act", hint)
+        out["output"] = resolve(spec.output, "act", hint)
+        nchw = {s for s in ("input", "output", "grad") if follows_rank(getattr(spec, s))}
+    elif k == "softmax" or (ops.get("softmax") or ops.get("sdpa")):
+        dim = getattr(li.module, "dim", None) if k == "softmax" else -1
+        sm = spec.softmax.parts() if spec.softmax is not None else {}
+        out["softmax"] = {p: resolve(sm.get(p), "act", -1 if dim is None else dim)
+                          for p in ("input", "exp", "sum", "output")}
+    if k == "attention":
+        for slot in ("attn_qk", "attn_av"):
+            mm = getattr(spec, slot)
+            parts = mm.parts() if mm is not None else {}
+            out[slot] = {"lhs": resolve(parts.get("lhs"), "act", -1), "rhs": resolve(parts.get("rhs"), "act", -2),
+                         "out": resolve(parts.get("out"), "act", -1)}
+    if k in ("attention", "functional") and ops.get("act"):
+        out["output"] = resolve(spec.output, "act", -1)
+    out = {s: v for s, v in out.items() if v is not None and (not isinstance(v, dict) or any(v.values()))}
+    if k in ("activation", "other") and out:
+        out["_nchw"] = frozenset(nchw & set(out))  # slots whose axis follows 4-D tensors to dim 1
+    return out
+
+
+def _weight_quantizer(spec, learn, weight):
+    if spec is None:
+        return None
+    if learn == "lsq":
+        shape = () if spec.scaling == "tensor" else tuple(weight.shape[d] if d == spec.axis % weight.dim() else 1
+                                                           for d in range(weight.dim()))
+        return LSQQuantizer(spec, shape)
+    if learn == "codebook":
+        return LearnableCodebook.from_spec(spec)
+    return WeightQuantizer(spec)
+
+
+def _act_quantizer(spec, learn, nchw=False):
+    if spec is None:
+        return None
+    return LSQQuantizer(spec) if learn == "lsq" else FakeQuantizer(spec, nchw)
+
+
+def _quantized_layer(li: LayerInfo, r: dict, learn: dict) -> nn.Module:
+    cls = QUANTIZED[type(li.module)]
+    return cls.from_float(
+        li.module, weight=_weight_quantizer(r.get("weight"), learn.get("weight"), li.module.weight),
+        input=_act_quantizer(r.get("input"), learn.get("act")), output=_act_quantizer(r.get("output"), learn.get("act")),
+        grad=GradQuantizer(r["grad"]) if "grad" in r else None)
+
+
+def _hook_quantizers(li: LayerInfo, r: dict, learn: dict, nchw: frozenset) -> HookQuantizers:
+    cats = set()
+    if "softmax" in r and li.kind != "softmax":
+        cats |= {c for c in ("softmax", "sdpa") if li.ops.get(c)}
+    if li.kind == "softmax" and "softmax" in r:
+        cats.add("softmax")
+    if "attn_qk" in r or "attn_av" in r:
+        cats |= {c for c in ("matmul", "sdpa", "softmax") if li.ops.get(c)}  # softmax orders the matmuls
+    if li.kind in ("attention", "functional") and "output" in r:
+        cats.add("act")
+    return HookQuantizers(
+        li.kind, input=_act_quantizer(r.get("input"), learn.get("act"), "input" in nchw),
+        output=_act_quantizer(r.get("output"), learn.get("act"), "output" in nchw), grad=r.get("grad"),
+        grad_nchw="grad" in nchw,
+        softmax_specs=r.get("softmax"), attn_specs={"qk": r.get("attn_qk"), "av": r.get("attn_av")},
+        categories=cats, uses_softmax=bool(li.ops.get("softmax") or li.ops.get("sdpa") or li.softmax_child))
+
+
+def _references(model: nn.Module) -> dict:
+    """id(module) -> [(parent, child name)] for every place a module is registered."""
+    refs: dict = {}
+    for _, parent in model.named_modules(remove_duplicate=False):
+        for cname, child in parent._modules.items():
+            if child is not None:
+                refs.setdefault(id(child), []).append((parent, cname))
+    return refs
+
+
+def quantize_model(model: nn.Module, recipe: Recipe, inplace: bool = True) -> Assignment:
+    """Quantize ``model`` per ``recipe``; returns the resolved :class:`Assignment` (``.model`` is the
+    quantized model: ``model`` itself, or a deep copy when ``inplace=False``). Raises ValueError if
+    the model is already quantized (call :func:`dequantize_model` first)."""
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a lowbit.nn.Recipe, got {type(recipe).__name__} "
+                        f"(build one with make_recipe or recipe_for_precision)")
+    if model.__dict__.get("_lowbit_assignment") is not None:
+        raise ValueError("model is already quantized; call lowbit.nn.dequantize_model(model) first")
+    if not inplace:
+        model = copy.deepcopy(model)
+    layers = discover(model)
+    keep = first_last_weight_layers(layers) if recipe.keep_first_last else set()
+    asg = Assignment(model, [], recipe)
+    plan = []
+    for li in layers:
+        spec = None if li.name in keep else recipe.lookup(li.name, li.tags, li.kind)
+        r = resolve_layer(spec, li)
+        nchw = r.pop("_nchw", frozenset())
+        learn = {"weight": spec.learn_weight, "act": spec.learn_act} if spec is not None else {}
+        learn = {k: v for k, v in learn.items() if v and (k == "act" or "weight" in r)}
+        w = getattr(li.module, "weight", None) if li.kind == "weight" else None
+        if li.kind == "weight" or r:
+            asg.rows.append(LayerRow(li.name, type(li.module).__name__, li.kind,
+                                     tuple(w.shape) if w is not None else None,
+                                     sum(p.numel() for p in li.module.parameters(recurse=False)), r, learn))
+        if r:
+            plan.append((li, r, learn, nchw))
+    _apply(model, plan, asg)
+    model.__dict__["_lowbit_assignment"] = asg
+    return asg
+
+
+def _apply(model: nn.Module, plan: list, asg: Assignment):
+    refs = _references(model)
+    for li, r, learn, _ in plan:
+        if li.kind == "weight":
+            if not li.name:
+                raise ValueError(f"the model itself is a {type(li.module).__name__}; wrap it in a container "
+                                 f"(e.g. nn.Sequential) so that it can be replaced")
+            q = _quantized_layer(li, r, learn)
+            where = refs.get(id(li.module), [])
+            for parent, cname in where:
+                parent._modules[cname] = q
+            asg._replaced.append((where, li.module, q))
+            li.module = q
+    for li, r, learn, nchw in reversed(plan):  # children before parents
+        if li.kind != "weight":
+            hq = _hook_quantizers(li, r, learn, nchw)
+            asg._hooked.append((li.module, attach(li.module, hq)))
+
+
+def dequantize_model(model: nn.Module) -> nn.Module:
+    """Undo :func:`quantize_model` on ``model`` (restores the original modules, removes all hooks)."""
+    asg = model.__dict__.get("_lowbit_assignment")
+    if asg is None:
+        raise ValueError("model is not quantized by lowbit.nn.quantize_model")
+    return asg.undo()
