@@ -4,6 +4,7 @@
     lowbit run [CONFIG.yaml] [--set key=value ...] [-j N]          run an experiment sweep (default: built-in)
     lowbit report RESULTS_DIR [--out DIR]                          plots + HTML report of a sweep
     lowbit ptq ... / sensitivity ... / search ... / cost ...       post-training quantization and analysis
+    lowbit export c|onnx|packed ...                                deployment exports, checked against Python
 
 Bad input gives one line on stderr (which value, what is allowed) and exit code 2.
 """
@@ -108,6 +109,7 @@ DELEGATED = {
     "sensitivity": ("lowbit.search", "cli_sensitivity", "per-layer sensitivity to quantization"),
     "search": ("lowbit.search", "cli_search", "mixed-precision bit assignment search"),
     "cost": ("lowbit.cost", "cli_cost", "size, BitOps, energy and instruction cost of a model"),
+    "export": ("lowbit.export", "cli_export", "integer-only C / RISC-V, ONNX QDQ, packed checkpoints"),
 }
 
 
