@@ -9,6 +9,7 @@ Test modules import these helpers with ``from conftest import ...``.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lowbit.formats.tables import values as table_values
@@ -94,3 +95,14 @@ NUMPY_NAN_WARNINGS = [
     "ignore:overflow encountered:RuntimeWarning",
     "ignore:divide by zero encountered:RuntimeWarning",
 ]
+
+
+@pytest.fixture
+def eager_single_thread(monkeypatch):
+    """Eager kernels (no torch.compile time) and one thread: for tests on tiny tensors, where on a
+    shared 2-core machine two OpenMP threads made a tiny MobileNet's forward 40x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("LOWBIT_BACKEND", "eager")
+    yield
+    torch.set_num_threads(threads)

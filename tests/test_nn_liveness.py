@@ -26,15 +26,7 @@ SLOTS = {"weights": ("weight",), "inputs": ("input",), "activations": ("output",
 MUST_HAVE = {"vit": {"softmax", "attention"}, "deit_tiny": {"softmax", "attention"}}
 
 
-@pytest.fixture(autouse=True)
-def _eager(monkeypatch):
-    """Eager kernels (no torch.compile time) and one thread: these tensors are tiny, and on a shared
-    2-core machine two OpenMP threads made a tiny MobileNet's forward 40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("LOWBIT_BACKEND", "eager")
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("eager_single_thread")
 
 
 def tiny(name):

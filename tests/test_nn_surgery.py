@@ -23,15 +23,7 @@ EVERYTHING = make_recipe(weights="int4", inputs="fp8_e4m3", activations="fp4_e2m
                          attention="fp8_e4m3", grads="fp8_e5m2")
 
 
-@pytest.fixture(autouse=True)
-def _eager(monkeypatch):
-    """Eager kernels (no torch.compile time) and one thread: these tensors are tiny, and on a shared
-    2-core machine two OpenMP threads made a tiny MobileNet's forward 40x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("LOWBIT_BACKEND", "eager")
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("eager_single_thread")
 
 
 def tiny(name, in_chans=1, img=8):

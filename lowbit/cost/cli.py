@@ -12,16 +12,13 @@ import argparse
 import json
 import sys
 
+from lowbit.cli_util import OneLineParser
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors become one-line ValueErrors (no usage dump, no SystemExit)."""
 
-    def error(self, message):
-        raise ValueError(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="lowbit cost", description=(
+    p = OneLineParser(prog="lowbit cost", description=(
         "Per-layer and total MACs, storage (with scale overhead), compression, BitOps, activation memory, "
         "energy (Horowitz ISSCC 2014 by default) and a SIMD instruction proxy."))
     p.add_argument("--model", default="cnn", help="zoo model name (default cnn)")

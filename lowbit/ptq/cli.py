@@ -16,18 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+from lowbit.cli_util import OneLineParser
+
 from .observers import METHODS
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors become one-line ValueErrors (no usage dump, no SystemExit)."""
-
-    def error(self, message):
-        raise ValueError(message)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="lowbit ptq", description=(
+    p = OneLineParser(prog="lowbit ptq", description=(
         "Post-training quantization: calibrate fixed scales on training samples, evaluate every weight x "
         "activation format pair on the test split, report accuracy, drop vs FP32 and the packed size."))
     src = p.add_mutually_exclusive_group()
