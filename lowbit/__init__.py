@@ -11,5 +11,23 @@ from lowbit.ops import QuantSpec, quantize
 
 __version__ = "0.1.0"
 
+# Higher layers, loaded on first use so that ``import lowbit`` stays light.
+_LAZY = {
+    "quantize_model": "lowbit.nn", "dequantize_model": "lowbit.nn", "make_recipe": "lowbit.nn",
+    "recipe_for_precision": "lowbit.nn", "Recipe": "lowbit.nn", "Rule": "lowbit.nn", "LayerSpec": "lowbit.nn",
+    "footprint": "lowbit.nn", "create_model": "lowbit.models", "list_models": "lowbit.models",
+    "load_dataset": "lowbit.data", "list_datasets": "lowbit.data", "train": "lowbit.train",
+    "evaluate": "lowbit.train",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
+
 __all__ = ["BlockFormat", "CodebookFormat", "E8M0Format", "Encoded", "FloatFormat", "IntFormat", "QuantSpec", "codebook",
-           "decode", "encode", "get_format", "list_formats", "pack", "quantize", "unpack", "__version__"]
+           "decode", "encode", "get_format", "list_formats", "pack", "quantize", "unpack", "__version__",
+           *_LAZY]
