@@ -31,3 +31,7 @@ def __getattr__(name):
 __all__ = ["BlockFormat", "CodebookFormat", "E8M0Format", "Encoded", "FloatFormat", "IntFormat", "QuantSpec", "codebook",
            "decode", "encode", "get_format", "list_formats", "pack", "quantize", "unpack", "__version__",
            *_LAZY]
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
