@@ -219,6 +219,9 @@ def test_cli_ptq_sweep_writes_csv(trained, tmp_path, capsys):
     assert "packed KiB" in out and "cost-model KiB" in out and out.count("int4") >= 4
     lines = (tmp_path / "ptq_results.csv").read_text().splitlines()
     assert len(lines) == 1 + 5 and "packed_bytes" in lines[0] and "git_commit" in lines[0]
+    html = (tmp_path / "ptq_report.html").read_text()      # table + parallel coordinates + energy, embedded
+    assert html.count('src="data:image/png;base64,') == 2 and html.count("<tr>") >= 1 + 5
+    assert (tmp_path / "ptq_parallel.png").exists() and (tmp_path / "ptq_layers.csv").exists()
 
 
 def test_cli_ptq_train_quick(tmp_path, capsys):

@@ -99,6 +99,41 @@ def test_cli_report(results_dir, tmp_path, capsys):
     assert "no results" in capsys.readouterr().err
 
 
+def _fake_ptq(folder):
+    from lowbit.ptq import write_csv
+    rows = [dict(weights=w, acts=a, acc=acc, fp32_acc=0.95, drop=0.95 - acc, orig_bytes=40000, packed_bytes=pb,
+                 ratio=40000 / pb, cost_bytes=pb, model="cnn", dataset="digits", calib="minmax")
+            for w, a, acc, pb in (("fp32", "fp32", 0.95, 40000), ("int8", "int8", 0.94, 10500),
+                                  ("int4", "int8", 0.90, 5500), ("int4", "int4", 0.85, 5500))]
+    write_csv(rows, folder / "ptq_results.csv")
+    return folder
+
+
+def test_cli_report_sweep_with_ptq_sections(results_dir, tmp_path, capsys):
+    """A ptq folder inside the sweep dir is found; --include adds another; the sweep part is unchanged."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(results_dir, sweep)
+    _fake_ptq(sweep / "ptq")
+    other = _fake_ptq(tmp_path / "other_ptq")
+    assert cli_report([str(sweep), "--include", str(other), "--out", str(tmp_path / "r")]) == 0
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "Failed runs" in html and "Environment" in html          # the sweep report as before
+    assert html.count('src="data:image/png;base64,') == 5 + 2      # 5 sweep figures + 1 per ptq section
+    assert html.count("Post-training quantization: ") == 2 and "other_ptq" in html
+    assert html.count('alt="W x A sweep (parallel coordinates)"') == 2
+    assert len(re.findall(r"<td>int4</td>\s*<td>int8</td>", html)) == 2
+    assert cli_report([str(sweep), "--include", str(tmp_path / "nothing")]) == 2
+    assert "--include" in capsys.readouterr().err
+
+
+def test_cli_report_on_a_ptq_folder(tmp_path):
+    d = _fake_ptq(tmp_path / "p")
+    assert cli_report([str(d)]) == 0
+    html = (d / "report" / "index.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 1 and html.count("<td>int4</td>") == 3
+    assert (d / "ptq_parallel.png").stat().st_size > 5000
+
+
 def _chromium():
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)

@@ -13,7 +13,8 @@ from .calibrate import CalibratedQuantizer, PTQConfig, PTQResult, fold_bn, ptq_r
 from .checkpoint import build_model, load_into, load_state_dict, train_quick
 from .observers import METHODS, hist_threshold, weight_scale
 from .packed import packed_size, weight_codes
-from .sweep import accuracy, calibration_inputs, format_table, ptq_sweep, write_csv
+from .sweep import (accuracy, calibration_inputs, format_table, layer_costs, ptq_sweep, recipe_rows, select_row,
+                    write_csv)
 
 
 def cli_ptq(argv=None) -> int:
@@ -24,5 +25,5 @@ def cli_ptq(argv=None) -> int:
 
 __all__ = ["CalibratedQuantizer", "METHODS", "PTQConfig", "PTQResult", "accuracy", "build_model",
            "calibration_inputs", "cli_ptq", "fold_bn", "format_table", "hist_threshold", "load_into",
-           "load_state_dict", "packed_size", "ptq_recipe", "ptq_sweep", "quantize_ptq", "train_quick", "weight_codes",
+           "layer_costs", "load_state_dict", "packed_size", "recipe_rows", "select_row", "ptq_recipe", "ptq_sweep", "quantize_ptq", "train_quick", "weight_codes",
            "weight_scale", "write_csv"]

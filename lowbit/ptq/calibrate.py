@@ -201,13 +201,18 @@ def _run(model, x, bs):
         model(xb)
 
 
-def quantize_ptq(model: nn.Module, weights, acts, calib_x: torch.Tensor, config: PTQConfig | None = None) -> PTQResult:
+def quantize_ptq(model: nn.Module, weights, acts, calib_x: torch.Tensor, config: PTQConfig | None = None,
+                 recipe: Recipe | None = None) -> PTQResult:
     """Quantize a copy of ``model`` (see the module docstring). ``weights`` / ``acts``: format names or
     None (fp32); ``calib_x``: model inputs, preprocessed as in training (the first
-    ``config.calib_samples`` are used)."""
+    ``config.calib_samples`` are used). ``recipe``: a mixed-precision recipe (e.g. the recipe.yaml of
+    ``lowbit search``) used as is instead of the uniform ``weights`` x ``acts`` one; its per-layer
+    formats and scalings are kept, tensor / channel scales become FIXED calibrated scales
+    (``per_channel``, ``direct_cast`` and ``keep_first_last`` of the config do not apply)."""
     cfg = config or PTQConfig()
-    recipe = ptq_recipe(weights, acts, "channel" if cfg.per_channel else "tensor", cfg.direct_cast,
-                        cfg.keep_first_last)
+    if recipe is None:
+        recipe = ptq_recipe(weights, acts, "channel" if cfg.per_channel else "tensor", cfg.direct_cast,
+                            cfg.keep_first_last)
     fmodel = copy.deepcopy(model).eval()
     if cfg.fold_bn:
         fold_bn(fmodel)

@@ -4,6 +4,11 @@
     lowbit ptq --checkpoint runs/x/best.pt --model cnn --dataset digits --weights int4 --acts int8 \\
                --calib mse --per-channel --bias-correction
     lowbit ptq --train-quick --weights fp8_e4m3,mxfp8_e4m3,mxfp4,nvfp4 --acts none
+    lowbit ptq --checkpoint runs/search/model.pt --model cnn --dataset digits --recipe runs/search/recipe.yaml
+
+Writes OUT/ptq_results.csv, OUT/ptq_layers.csv (lowbit.cost per layer of the selected row: the recipe
+row, else the smallest row within 1 pp of fp32, else the most accurate), the figures ptq_parallel.png
+(W x A parallel coordinates) and ptq_energy.png, and the self-contained page OUT/ptq_report.html.
 
 Bad input: one line on stderr naming the value and what is allowed, exit code 2.
 """
@@ -37,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-kwargs", default=None,
                    help="JSON object of model options, e.g. '{\"channels\": [16,32,64,64]}'")
     p.add_argument("--dataset", default="digits", help="dataset name (default digits)")
+    p.add_argument("--recipe", default=None,
+                   help="a mixed-precision recipe YAML (e.g. lowbit search's recipe.yaml): calibrate and "
+                        "evaluate the model with its per-layer formats instead of the --weights x --acts sweep")
     p.add_argument("--weights", default="int8,int4,int2", help="comma-separated weight formats; none = fp32")
     p.add_argument("--acts", default="int8", help="comma-separated activation formats; none = fp32 (weight-only)")
     p.add_argument("--calib", default="minmax", help=f"activation observer: {', '.join(METHODS)}")
@@ -130,11 +138,12 @@ def _run(args) -> int:
     from lowbit.data import load_dataset
 
     from .checkpoint import parse_model_kwargs, quick_model_kwargs
-    from .sweep import format_table, ptq_sweep, write_csv
+    from .sweep import format_table, ptq_sweep, recipe_rows, write_csv
 
     if not args.checkpoint and not args.train_quick:
         raise ValueError("no model given; allowed: --checkpoint PATH or --train-quick")
     weights, acts = _formats("--weights", args.weights), _formats("--acts", args.acts)
+    recipe = _recipe(args.recipe) if args.recipe else None
     cfg = _config(args)
     kwargs = parse_model_kwargs(args.model_kwargs)
     if args.train_quick and args.model_kwargs is None:
@@ -143,8 +152,14 @@ def _run(args) -> int:
     model = _model(args, splits, kwargs)
     meta = {"model": args.model, "model_kwargs": json.dumps(kwargs, sort_keys=True),
             "checkpoint": args.checkpoint or "train-quick"}
-    rows = ptq_sweep(model, splits, weights, acts, cfg, seed=args.seed, meta=meta)
+    if recipe is not None:
+        meta["recipe"] = str(args.recipe)
+        rows = recipe_rows(model, splits, recipe, cfg, seed=args.seed, meta=meta,
+                           label=recipe.name or Path(args.recipe).stem)
+    else:
+        rows = ptq_sweep(model, splits, weights, acts, cfg, seed=args.seed, meta=meta)
     path = write_csv(rows, Path(args.out) / "ptq_results.csv")
+    page = _report(model, splits, rows, recipe, weights, acts, cfg, Path(args.out))
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
     else:
@@ -155,5 +170,39 @@ def _run(args) -> int:
               f"{', minifloats direct-cast (no scale)' if cfg.direct_cast else ''}")
         print(format_table(rows))
         print(f"packed: measured from lowbit.encode + lowbit.pack of every quantized weight, plus scales, plus "
-              f"other parameters in fp32; cost-model: lowbit.cost from the formats. Saved {path}")
+              f"other parameters in fp32; cost-model: lowbit.cost from the formats. Saved {path}, {page}")
     return 0
+
+
+def _recipe(path):
+    from lowbit.nn import Recipe
+    if not Path(path).is_file():
+        raise ValueError(f"--recipe {str(path)!r} does not exist; allowed: a recipe YAML file "
+                         f"(e.g. the recipe.yaml written by lowbit search)")
+    try:
+        return Recipe.from_yaml(Path(path))
+    except Exception as exc:  # noqa: BLE001 - yaml / recipe errors: one line
+        raise ValueError(f"--recipe {str(path)!r} is not a valid recipe ({' '.join(str(exc).split())[:200]})") \
+            from None
+
+
+def _report(model, splits, rows, recipe, weights, acts, cfg, out: Path) -> Path:
+    """ptq_layers.csv of the selected row, the figures and ptq_report.html (lowbit.report.sections)."""
+    import pandas as pd
+
+    from lowbit.report.sections import PTQ_LAYERS, render_ptq_report
+
+    from .calibrate import ptq_recipe
+    from .sweep import layer_costs, select_row
+    sel = rows[-1] if recipe is not None else select_row(rows)
+    if sel is not None:
+        if recipe is None:
+            recipe = ptq_recipe(None if sel["weights"] == "fp32" else sel["weights"],
+                                None if sel["acts"] == "fp32" else sel["acts"],
+                                "channel" if cfg.per_channel else "tensor", cfg.direct_cast, cfg.keep_first_last)
+        shape = (1, splits.in_chans, splits.img_size, splits.img_size)
+        pd.DataFrame(layer_costs(model, shape, recipe)).assign(selected=f"{sel['weights']} x {sel['acts']}") \
+            .to_csv(out / PTQ_LAYERS, index=False)
+    elif (out / PTQ_LAYERS).exists():
+        (out / PTQ_LAYERS).unlink()
+    return render_ptq_report(out)

@@ -85,6 +85,54 @@ def ptq_sweep(model, splits, weights, acts, config: PTQConfig | None = None, *, 
     return rows
 
 
+def recipe_rows(model, splits, recipe, config: PTQConfig | None = None, *, seed: int = 0, meta: dict | None = None,
+                label: str | None = None) -> list[dict]:
+    """Rows for FP32 and ``model`` quantized by the mixed-precision ``recipe`` (a :class:`lowbit.nn.Recipe`,
+    e.g. ``Recipe.from_yaml`` of ``lowbit search``'s recipe.yaml), calibrated as in :func:`ptq_sweep`.
+    The recipe row has ``weights`` = ``label`` (default the recipe's name, else "recipe") and
+    ``acts`` = "recipe" (per-layer formats), plus ``recipe_hash``."""
+    cfg = config or PTQConfig()
+    rows = ptq_sweep(model, splits, [], [], cfg, seed=seed, meta=meta)
+    base = {k: v for k, v in rows[0].items()
+            if k not in ("weights", "acts", "acc", "drop", "packed_bytes", "ratio", "cost_bytes", "bitops",
+                         "energy_pj", "energy_is_model")}
+    shape = (1, splits.in_chans, splits.img_size, splits.img_size)
+    calib = calibration_inputs(splits, cfg.calib_samples, seed)
+    res = quantize_ptq(model, None, None, calib, cfg, recipe=recipe)
+    acc = accuracy(res.model, splits)
+    size = packed_size(res.model)
+    rows.append(dict(base, weights=label or recipe.name or "recipe", acts="recipe", recipe_hash=recipe.hash(),
+                     acc=acc, drop=base["fp32_acc"] - acc, packed_bytes=size["bytes"],
+                     ratio=base["orig_bytes"] / size["bytes"], **_cost(res.model, shape, res.assignment)))
+    return rows
+
+
+def select_row(rows: list[dict], max_drop: float = 0.01) -> dict | None:
+    """The quantized row to show in detail: the smallest packed size with drop <= ``max_drop``
+    (fraction), else the most accurate; None when there is no quantized row."""
+    q = [r for r in rows[1:]]
+    if not q:
+        return None
+    ok = [r for r in q if r["drop"] <= max_drop]
+    return min(ok, key=lambda r: r["packed_bytes"]) if ok else max(q, key=lambda r: r["acc"])
+
+
+def layer_costs(model, input_shape, recipe, energy=None) -> list[dict]:
+    """Per-layer lowbit.cost rows of ``model`` under ``recipe`` (on a copy), with ``layer`` and ``format``
+    columns as :func:`lowbit.search.plots.plot_energy_breakdown` expects."""
+    import copy
+
+    from lowbit.cost import EnergyModel
+    from lowbit.nn import quantize_model
+    m = copy.deepcopy(model).eval()
+    asg = quantize_model(m, recipe)
+    layers = profile_layers(m, input_shape)
+    rep = model_cost(layers, plan_from_assignment(asg), energy or EnergyModel.horowitz())
+    names = {li.name for li in layers}
+    return [{"layer": r["name"], "format": f"{r.get('weight') or 'fp32'}/{r.get('act') or 'fp32'}", **r}
+            for r in rep.rows if r.get("name") in names]
+
+
 def _none(f):
     return None if f is None or str(f).lower() in ("none", "fp32") else f
 
