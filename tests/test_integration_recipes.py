@@ -122,3 +122,36 @@ def test_combined_page_renders_in_headless_chromium(search_dir, tmp_path, capsys
     assert found, dom[-2000:]
     imgs, loaded = map(int, found.groups())
     assert imgs >= 6 and loaded == imgs
+
+
+def test_sweep_precision_can_be_a_recipe_file(tmp_path, capsys):
+    """A recipe file (as lowbit search writes) is a precision of lowbit run; its content hash is in the
+    run id, a missing file is a one-line config error, and the run really uses the recipe."""
+    import pandas as pd
+    import yaml as _yaml
+
+    from lowbit.experiments import cli_run, expand, load_sweep
+    from lowbit.nn import make_recipe
+
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(make_recipe(weights="int2", activations="int4").to_yaml())
+    cfg = {"name": "rec", "models": ["mlp"], "datasets": ["digits"], "epochs": 1, "batch_size": 256,
+           "precisions": ["fp32", f"recipe:{recipe_path}"], "model_kwargs": {"mlp": {"hidden": [32]}},
+           "quant_backend": "eager"}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(_yaml.safe_dump(cfg))
+    ids = [r.run_id for r in expand(load_sweep(path, []))]
+    recipe_path.write_text(make_recipe(weights="int4").to_yaml())
+    assert [r.run_id for r in expand(load_sweep(path, []))][1] != ids[1]  # content change -> new id
+    out = tmp_path / "out"
+    assert cli_run([str(path), "--out", str(out), "-q", "--no-report", "-j", "1"]) == 0
+    runs = pd.read_csv(out / "results" / "runs.csv")
+    rec = runs[runs.precision.str.startswith("recipe:")].iloc[0]
+    assert rec.precision_format == "recipe" and rec.status == "completed"
+    assert rec.footprint_compression > 6  # int4 weights, not fp32
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(_yaml.safe_dump({**cfg, "precisions": [f"recipe:{tmp_path / 'missing.yaml'}"]}))
+    capsys.readouterr()
+    assert cli_run([str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.yaml" in err[0]

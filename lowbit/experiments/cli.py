@@ -25,6 +25,13 @@ def _parser() -> argparse.ArgumentParser:
                    "(--set epochs=2 --set model_kwargs.cnn.channels=[8,16])")
     p.add_argument("-j", "--jobs", type=int, default=None, help="runs in parallel, each with "
                    "max(1, cores // jobs) torch threads (default: one per core on CPU, 1 on GPU)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local", help="where runs "
+                   "execute: local child processes (default) or Ray tasks (pip install ray)")
+    p.add_argument("--address", default=None, help="with --executor ray: the Ray cluster to "
+                   "join (e.g. auto, ray://head:10001; default: start Ray in this process)")
+    p.add_argument("--log", choices=("tensorboard", "mlflow", "wandb"), default=None,
+                   help="mirror each finished run's config and epoch metrics into a tracker "
+                   "under the output directory (needs that package; wandb runs offline)")
     p.add_argument("--out", help="output directory (overrides out_dir; default runs/<name>)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.add_argument("--no-report", action="store_true", help="skip plots and HTML at the end")
@@ -53,7 +60,15 @@ def cli_run(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.perf_counter()
     try:
-        runs = run_sweep(cfg, jobs=args.jobs, quiet=args.quiet)
+        on_result = None
+        if args.log:
+            from lowbit.scale.trackers import make_logger
+            on_result = make_logger(args.log, cfg.results_dir)
+        runs = run_sweep(cfg, jobs=args.jobs, quiet=args.quiet, executor=args.executor,
+                         address=args.address, on_result=on_result)
+    except ImportError as err:  # --executor ray without ray installed
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are saved; run the same command again to resume",
               file=sys.stderr)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from lowbit.experiments.precision import RECIPE, resolve_precision
 from lowbit.experiments.schema import SOFTMAX_SAME, DataConfig, SweepConfig
 from lowbit.train import TrainConfig
 
@@ -78,6 +79,7 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
     product = itertools.product(cfg.models, cfg.activations, cfg.datasets, cfg.precisions,
                                 cfg.softmax_precisions, cfg.quantize, cfg.augmentations, cfg.seeds)
     for model, act, dataset, prec, soft, targets, aug, seed in product:
+        prec = resolve_precision(prec)
         if soft == SOFTMAX_SAME:
             soft = None if prec == FP32 else prec
         spec = RunSpec(model=model, activation=act, dataset=dataset, precision=prec,
@@ -112,11 +114,15 @@ def flatten(spec: RunSpec) -> dict:
 
 
 def _format_name(name: str) -> str:
+    if name.startswith(RECIPE):
+        return "recipe"
     from lowbit.formats import get_format
     return get_format(name).name
 
 
 def _bits(name: str) -> float:
+    if name.startswith(RECIPE):
+        return float("nan")  # mixed precision: see the footprint columns
     from lowbit.formats import get_format
     fmt = get_format(name)
     return float(getattr(fmt, "bits_per_element", None) or fmt.bits)

@@ -11,6 +11,31 @@ from __future__ import annotations
 from torch import nn
 
 FP32 = "fp32"
+RECIPE = "recipe:"  # a precision "recipe:PATH" applies a recipe file (e.g. one written by lowbit search)
+
+
+def load_recipe_precision(precision: str):
+    """The Recipe of a ``recipe:PATH[@HASH]`` precision; with a hash, the file must still match it."""
+    from lowbit.nn import Recipe
+
+    ref = precision[len(RECIPE):]
+    path, _, want = ref.rpartition("@") if "@" in ref else (ref, "", "")
+    try:
+        recipe = Recipe.from_yaml(open(path).read())
+    except OSError as err:
+        raise ValueError(f"recipe file {path!r} cannot be read ({err.strerror}); allowed: a YAML recipe "
+                         f"such as lowbit search's recipe.yaml") from None
+    if want and recipe.hash()[:len(want)] != want:
+        raise ValueError(f"recipe file {path!r} changed since the sweep was expanded (hash {want}); "
+                         f"re-run the sweep command")
+    return recipe
+
+
+def resolve_precision(precision: str) -> str:
+    """``recipe:PATH`` -> ``recipe:PATH@HASH`` (the recipe's content hash, so run ids follow edits)."""
+    if not precision.startswith(RECIPE) or "@" in precision[len(RECIPE):]:
+        return precision
+    return f"{precision}@{load_recipe_precision(precision).hash()[:10]}"
 
 
 def fp32_footprint(model: nn.Module) -> dict:
@@ -37,7 +62,10 @@ def apply_precision(model: nn.Module, precision: str, quantize: tuple[str, ...],
         raise
 
     prec = precision if quantize else FP32
-    recipe = recipe_for_precision(prec, targets=tuple(quantize), softmax=softmax)
+    if prec.startswith(RECIPE):
+        recipe = load_recipe_precision(prec)  # the recipe decides every layer; targets/softmax unused
+    else:
+        recipe = recipe_for_precision(prec, targets=tuple(quantize), softmax=softmax)
     assignment = quantize_model(model, recipe)
     fp = footprint(model, assignment, input_shape).to_dict()
     columns = {f"footprint_{k}": v for k, v in fp.items()

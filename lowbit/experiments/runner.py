@@ -22,6 +22,7 @@ import queue
 import signal
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -93,12 +94,26 @@ def auto_jobs(cfg: SweepConfig) -> int:
     return cpu_count()
 
 
+EXECUTORS = ("local", "ray")
+
+
 def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | None = None,
-              quiet: bool = False) -> pd.DataFrame:
+              quiet: bool = False, executor: str = "local", address: str | None = None,
+              on_result: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """Run every run of ``cfg`` not yet finished; return the runs table (``results/runs``).
 
-    ``jobs``: runs in parallel (None: :func:`auto_jobs`).
+    ``jobs``: runs in parallel (None: :func:`auto_jobs`). ``executor``: "local" (child
+    processes, here) or "ray" (Ray tasks with ``cfg.resources``, in-process Ray or the cluster
+    at ``address``; ``jobs`` is then Ray's to decide, see :mod:`lowbit.scale.ray_executor`).
+    ``on_result(result)``: called in this process with each run's stored result as it finishes
+    (e.g. a tracker from :mod:`lowbit.scale.trackers`).
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "ray":
+        from lowbit.scale.ray_executor import run_sweep_ray
+        return run_sweep_ray(cfg, address=address, progress=progress, quiet=quiet,
+                             on_result=on_result)
     jobs = auto_jobs(cfg) if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
@@ -133,6 +148,8 @@ def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | No
                     result = _death_result(spec, proc.exitcode)
                     store.write_json(run_dir / store.RESULT_FILE, result)
                 prog.end(run_id, spec.label, result["status"], _detail(result))
+                if on_result is not None:
+                    on_result(result)
                 store.rebuild_tables(out, ids)
     except BaseException:
         for proc, _ in active.values():

@@ -36,6 +36,7 @@ except ImportError:
     ALL_TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
 SOFTMAX_SAME = "same"  # softmax in the run's own precision
 QUANT_BACKENDS = ("auto", "eager", "compiled")
+RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.scale)
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -82,7 +83,8 @@ class SweepConfig:
     ``quant_backend``: lowbit's fake-quant kernels (``LOWBIT_BACKEND`` of each run's process):
     ``auto`` compiles for large tensors, which costs seconds of compilation per run process;
     ``eager`` suits sweeps of small models. Backends agree bit for bit, so it is not part of the
-    run id.
+    run id. ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;
+    ``lowbit run --executor ray``); the local executor ignores it. Not part of the run id either.
     """
 
     name: str = "sweep"
@@ -114,9 +116,14 @@ class SweepConfig:
     augmentation_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
+    resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
 
     def __post_init__(self):
         validate_names(self)
+        for key, value in self.resources.items():
+            _choice("resources", key, list(RESOURCE_KEYS), "resource")
+            if value < 0:
+                raise ConfigError(f"resources.{key}: expected a number >= 0, got {value!r}")
         try:
             self.train_config(seed=0, augmentation="none")
         except ValueError as err:
@@ -180,7 +187,11 @@ def validate_names(cfg: SweepConfig) -> None:
             if name is None or (key == "softmax_precisions" and name == SOFTMAX_SAME):
                 continue
             try:
-                get_format(name)
+                if key == "precisions" and name.startswith("recipe:"):
+                    from lowbit.experiments.precision import load_recipe_precision
+                    load_recipe_precision(name)
+                else:
+                    get_format(name)
             except ValueError as err:
                 raise ConfigError(f"{key}[{i}]: {err}") from None
     for i, targets in enumerate(cfg.quantize):

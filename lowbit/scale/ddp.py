@@ -1,0 +1,188 @@
+"""Data-parallel training of one large run through ``torch.distributed`` (DDP).
+
+    torchrun --nproc_per_node 2 -m lowbit.scale.ddp --config configs/vit_fp8.yaml --set epochs=30
+    # same as: python -m torch.distributed.run --nproc_per_node 2 -m lowbit.scale.ddp --config ...
+
+Contract of :func:`train_ddp`: with ``world`` processes it computes the same updates as
+:func:`lowbit.train.train` in one process with the same :class:`TrainConfig`, up to float
+rounding. Every rank draws the same shuffling order and augmentation from one generator seeded
+with ``cfg.seed`` (so ``cfg.batch_size`` is the *global* batch), takes the samples
+``rank, rank + world, ...`` of each global batch, and scales its summed loss by
+``world / global_batch``, so DDP's gradient average equals the full-batch mean gradient even
+when the last batch does not split evenly. The lr schedule, optimizer and metrics (train loss
+and accuracy summed over ranks; validation and test evaluated on each rank's full copy) are
+those of ``train``. Not supported here: BatchNorm statistics are per rank (use
+``nn.SyncBatchNorm.convert_sync_batchnorm`` for equality), early stopping, and mid-run
+checkpoints (an interrupted run starts again).
+
+Backend: gloo on CPU, nccl on CUDA (one GPU per rank, ``LOCAL_RANK``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from lowbit.data import get_augmentation, iterate_batches, normalize, num_batches
+from lowbit.train import (TrainConfig, amp_dtype, evaluate, lr_factor, make_optimizer,
+                          resolve_device, summarize)
+
+
+def shard(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's share of a global batch: items ``rank, rank + world, ...``."""
+    return batch[rank::world]
+
+
+def train_ddp(model: nn.Module, splits, cfg: TrainConfig, on_epoch=None) -> dict:
+    """Train ``model`` data-parallel in the current process group (see the module docstring).
+
+    Call it on every rank with the same model initialisation, data and ``cfg``. Returns
+    ``{"status", "epochs", "summary"}`` like :func:`lowbit.train.train`, identical on all ranks.
+    """
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    dtype = amp_dtype(cfg.amp, device)
+    model.to(device)
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                              else None)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = make_optimizer(model, cfg)
+    steps = num_batches(len(splits.train), cfg.batch_size)
+    warmup = round(cfg.warmup_epochs * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.epochs * steps, warmup))
+    aug_kw = dict(cfg.augmentation_kwargs) if cfg.augmentation != "none" else {}
+    aug = get_augmentation(cfg.augmentation, splits.img_size, splits.in_chans, **aug_kw)
+    history, status = [], "running"
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        batches = iterate_batches(splits.train.x, splits.train.y, cfg.batch_size, shuffle=True,
+                                  generator=gen, transform=aug, device=device)
+        train_loss, train_acc, seen = _epoch(ddp, batches, splits, cfg, opt, sched, dtype,
+                                             rank, world)
+        train_time = time.perf_counter() - t0
+        ev = dict(mean=splits.mean, std=splits.std, device=device, dtype=dtype)
+        val_loss, val_acc = evaluate(model, splits.val.x, splits.val.y, cfg.eval_batch_size, **ev)
+        test_loss, test_acc = evaluate(model, splits.test.x, splits.test.y, cfg.eval_batch_size,
+                                       **ev)
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+               "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss,
+               "test_acc": test_acc, "epoch_lr": lr, "epoch_time_s": time.perf_counter() - t0,
+               "train_time_s": train_time, "throughput": seen / max(train_time, 1e-9),
+               "world_size": world}
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            status = "diverged"
+            break
+    status = "completed" if status == "running" else status
+    return {"status": status, "epochs": history, "summary": summarize(history, status)}
+
+
+def _epoch(ddp, batches, splits, cfg, opt, sched, dtype, rank, world):
+    """One pass; returns (mean loss, accuracy, samples) over all ranks."""
+    ddp.train()
+    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, seen (all ranks)
+    for xb, yb in batches:
+        n = len(yb)
+        xb, yb = shard(normalize(xb, splits.mean, splits.std), rank, world), shard(yb, rank, world)
+        with torch.autocast(xb.device.type, dtype=dtype, enabled=dtype is not None):
+            out = ddp(xb)
+        loss_sum = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing,
+                                   reduction="sum")
+        step = torch.tensor([loss_sum.item(), (out.argmax(1) == yb).sum().item(), len(yb)],
+                            dtype=torch.float64)
+        dist.all_reduce(step)
+        if not math.isfinite(step[0].item()):  # every rank sees it: all stop together
+            return float("nan"), 0.0, int(totals[2].item())
+        opt.zero_grad(set_to_none=True)
+        (loss_sum * (world / n)).backward()  # DDP averages over ranks: sum / n in total
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(ddp.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        totals += step
+    seen = max(totals[2].item(), 1)
+    return totals[0].item() / seen, totals[1].item() / seen, int(totals[2].item())
+
+
+# --- torchrun entry point: the runs of a sweep config, one after another, each data-parallel ----
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lowbit.scale.ddp", description="Train each run "
+                                "of a sweep config data-parallel over the torchrun processes.")
+    p.add_argument("--config", help="sweep YAML (default: the built-in default sweep)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", help="output directory (overrides out_dir)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point under torchrun: rank 0 writes each run's ``result.json`` and the tables."""
+    from lowbit.experiments import store
+    from lowbit.experiments.env import code_version, environment
+    from lowbit.experiments.grid import flatten
+    from lowbit.experiments.precision import apply_precision
+    from lowbit.experiments.runner import is_finished, prepare
+    from lowbit.experiments.schema import load_sweep
+    from lowbit.experiments.worker import load_run_data
+    from lowbit.models import create_model
+
+    args = _parser().parse_args(argv)
+    cfg = load_sweep(args.config, list(args.overrides) + (
+        [f"out_dir={args.out}"] if args.out else []))
+    cuda = resolve_device(cfg.device).type == "cuda"
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank()
+    out = cfg.results_dir
+    specs = prepare(cfg) if rank == 0 else None
+    box = [specs]
+    dist.broadcast_object_list(box)
+    specs = box[0]
+    for spec in specs:
+        run_dir = out / "runs" / spec.run_id
+        if is_finished(run_dir):
+            continue
+        splits = load_run_data(spec)
+        torch.manual_seed(spec.seed)
+        model = create_model(spec.model, num_classes=splits.num_classes, in_chans=splits.in_chans,
+                             img_size=splits.img_size, act=spec.activation, **spec.model_kwargs)
+        shape = (1, splits.in_chans, splits.img_size, splits.img_size)
+        _, footprint, _ = apply_precision(model, spec.precision, spec.quantize,
+                                          spec.softmax_precision, shape)
+        t0 = time.time()
+        res = train_ddp(model, splits, spec.train)
+        if rank == 0:
+            device = "cuda" if cuda else "cpu"
+            store.write_json(run_dir / store.RESULT_FILE, {
+                "run_id": spec.run_id, "config": flatten(spec), "spec": spec.to_dict(),
+                "env": {**code_version(), **environment(device),
+                        "world_size": dist.get_world_size()},
+                "started": t0, "status": res["status"], "error": None,
+                "summary": res["summary"], "epochs": [{**r, **footprint} for r in res["epochs"]],
+                "footprint": footprint, "finished": time.time()})
+            print(f"{spec.run_id} {spec.label}: {res['status']}, best val_acc "
+                  f"{res['summary'].get('best_val_acc', float('nan')):.4f}", flush=True)
+    if rank == 0:
+        store.rebuild_tables(out, [s.run_id for s in specs])
+        print(f"results: {Path(out) / 'results'}")
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

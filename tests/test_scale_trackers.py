@@ -1,0 +1,60 @@
+"""Trackers: each finished run's config and epoch metrics mirrored into TensorBoard / MLflow."""
+import pytest
+import yaml
+
+from lowbit.experiments import cli_run
+from lowbit.scale.trackers import make_logger, mirror_sweep, mlflow_uri
+
+TINY = {"name": "trk", "models": ["mlp"], "datasets": ["digits"], "epochs": 2, "batch_size": 64,
+        "quant_backend": "eager", "data": {"train_subset": 200, "eval_subset": 100}}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A two-run sweep run once, logged to TensorBoard when installed."""
+    out = tmp_path_factory.mktemp("trk")
+    path = out / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "precisions": ["fp32", "fp8_e4m3"]}))
+    args = [str(path), "--out", str(out), "-j", "2", "-q", "--no-report"]
+    try:
+        import tensorboard  # noqa: F401
+        args += ["--log", "tensorboard"]
+    except ImportError:
+        pass
+    assert cli_run(args) == 0
+    return out
+
+
+def test_unknown_tracker_and_missing_package(monkeypatch):
+    with pytest.raises(ValueError, match="unknown tracker 'neptune'"):
+        make_logger("neptune", ".")
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="pip install mlflow"):
+        make_logger("mlflow", ".")
+
+
+def test_tensorboard_gets_epoch_metrics(request):
+    pytest.importorskip("tensorboard")
+    sweep = request.getfixturevalue("sweep")  # after the skip: no sweep without the package
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    runs = sorted((sweep / "tensorboard").iterdir())
+    assert len(runs) == 2
+    acc = EventAccumulator(str(runs[0]))
+    acc.Reload()
+    val = acc.Scalars("val_acc")
+    assert [e.step for e in val] == [1, 2] and all(0 <= e.value <= 1 for e in val)
+
+
+def test_mlflow_sqlite_store(request):
+    mlflow = pytest.importorskip("mlflow")
+    sweep = request.getfixturevalue("sweep")
+    assert mirror_sweep(sweep, "mlflow") == 2
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri(sweep))
+    (exp,) = [e for e in client.search_experiments() if e.name == "trk"]
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2
+    run = runs[0]
+    assert run.data.params["model"] == "mlp" and run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert sorted(m.step for m in history) == [1, 2]
