@@ -158,7 +158,7 @@ def codebook_cast(x: torch.Tensor, values: torch.Tensor, rounding: str = "neares
     """
     n = values.numel()
     xc = torch.nan_to_num(x, nan=0.0).clamp(values[0], values[-1])
-    hi = torch.bucketize(xc, values, right=False).clamp(1, n - 1)   # values[hi-1] < x <= values[hi]
+    hi = torch.bucketize(xc.contiguous(), values, right=False).clamp(1, n - 1)   # values[hi-1] < x <= values[hi]
     lo = hi - 1
     vlo, vhi = values[lo], values[hi]
     if rounding == "nearest":
