@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from lowbit.cli_util import OneLineParser
+from lowbit.cli_util import OneLineParser, run_cli
 
 
 
@@ -42,18 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cli_cost(argv=None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:          # --help
-        return int(exc.code or 0)
-    except ValueError as exc:
-        print(f"lowbit cost: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    try:
-        return _run(args)
-    except (ValueError, OSError) as exc:   # bad values, missing files: one line, no traceback
-        print(f"lowbit cost: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    return run_cli("lowbit cost", _parser(), _run, argv)
 
 
 def _run(args) -> int:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import operator
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -493,13 +492,9 @@ def compare_onnx(path, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None
 
 # ---- CLI ----------------------------------------------------------------------------------------
 def _parser():
-    import argparse
+    from lowbit.cli_util import OneLineParser
 
-    class P(argparse.ArgumentParser):
-        def error(self, message):
-            raise ValueError(message)
-
-    p = P(prog="lowbit export onnx", description=(
+    p = OneLineParser(prog="lowbit export onnx", description=(
         "Post-training quantize a model (calibrated fixed scales, lowbit.ptq) and export it to ONNX with "
         "QuantizeLinear/DequantizeLinear nodes; runs it in onnxruntime and prints the max |difference| to the "
         f"fake-quantized PyTorch model and both test accuracies. Formats: {ALLOWED}."))
@@ -521,18 +516,9 @@ def _parser():
 
 
 def cli_onnx(argv=None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except ValueError as exc:
-        print(f"lowbit export onnx: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    try:
-        return _run(args)
-    except (ValueError, OSError, TypeError, ImportError) as exc:
-        print(f"lowbit export onnx: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    from lowbit.cli_util import run_cli
+
+    return run_cli("lowbit export onnx", _parser(), _run, argv, errors=(ValueError, OSError, TypeError, ImportError))
 
 
 def _fmt_arg(flag, text):

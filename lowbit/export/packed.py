@@ -260,13 +260,9 @@ def cost_bytes(model: nn.Module, input_shape) -> float:
 
 # ---- CLI ----------------------------------------------------------------------------------------
 def _parser():
-    import argparse
+    from lowbit.cli_util import OneLineParser
 
-    class P(argparse.ArgumentParser):
-        def error(self, message):
-            raise ValueError(message)
-
-    p = P(prog="lowbit export packed", description=(
+    p = OneLineParser(prog="lowbit export packed", description=(
         "Quantize a model's weights and save them truly packed (codes + scales) in a .safetensors file; "
         "prints the file size next to the cost model's storage figure."))
     src = p.add_mutually_exclusive_group()
@@ -325,18 +321,9 @@ def _check_format(flag, name):
 
 
 def cli_packed(argv=None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except ValueError as exc:
-        print(f"lowbit export packed: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    try:
-        return _run(args)
-    except (ValueError, OSError, TypeError) as exc:
-        print(f"lowbit export packed: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    from lowbit.cli_util import run_cli
+
+    return run_cli("lowbit export packed", _parser(), _run, argv, errors=(ValueError, OSError, TypeError))
 
 
 def _run(args) -> int:

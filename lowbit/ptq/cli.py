@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from lowbit.cli_util import OneLineParser
+from lowbit.cli_util import OneLineParser, run_cli
 
 from .observers import METHODS
 
@@ -66,18 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cli_ptq(argv=None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:          # --help
-        return int(exc.code or 0)
-    except ValueError as exc:
-        print(f"lowbit ptq: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    try:
-        return _run(args)
-    except (ValueError, OSError) as exc:   # bad values, missing files: one line, no traceback
-        print(f"lowbit ptq: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    return run_cli("lowbit ptq", _parser(), _run, argv)
 
 
 def _formats(flag: str, text: str) -> list:
