@@ -269,6 +269,18 @@ def summarize(history: list[dict], status: str) -> dict:
     }
 
 
+def setup_optimization(model: nn.Module, cfg: "TrainConfig", n_train: int):
+    """Seed, optimizer, per-step LR schedule (cosine with warm-up) and shuffling generator of a run."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = make_optimizer(model, cfg)
+    steps = num_batches(n_train, cfg.batch_size)
+    warmup = round(cfg.warmup_epochs * steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.epochs * steps, warmup))
+    return opt, sched, gen
+
+
 def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None,
           on_epoch: Callable[[dict], None] | None = None,
           footprint: Mapping[str, Any] | None = None) -> dict:
@@ -282,13 +294,7 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     model.to(device)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = make_optimizer(model, cfg)
-    steps = num_batches(len(splits.train), cfg.batch_size)
-    warmup = round(cfg.warmup_epochs * steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg.epochs * steps, warmup))
+    opt, sched, gen = setup_optimization(model, cfg, len(splits.train))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state = {"epoch": 0, "history": [], "best_val_acc": -1.0, "bad_epochs": 0, "status": "running"}
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None

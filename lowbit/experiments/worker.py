@@ -44,6 +44,16 @@ def load_run_data(spec: RunSpec):
                                test=cut(splits.test, d.eval_subset))
 
 
+def build_run_model(spec: RunSpec, splits):
+    """The run's model (seeded), put in its precision -> (model, assignment rows, footprint columns,
+    full footprint dict); see :func:`lowbit.experiments.precision.apply_precision`."""
+    torch.manual_seed(spec.seed)
+    model = create_model(spec.model, num_classes=splits.num_classes, in_chans=splits.in_chans,
+                         img_size=splits.img_size, act=spec.activation, **spec.model_kwargs)
+    shape = (1, splits.in_chans, splits.img_size, splits.img_size)
+    return (model, *apply_precision(model, spec.precision, spec.quantize, spec.softmax_precision, shape))
+
+
 def _die_with_parent() -> None:
     """Linux: get SIGKILL when the process that forked us exits (no orphaned runs)."""
     try:
@@ -92,12 +102,7 @@ def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
         device = resolve_device(spec.train.device)
         result["env"] = {**code_version(), **environment(str(device))}
         splits = load_run_data(spec)
-        torch.manual_seed(spec.seed)
-        model = create_model(spec.model, num_classes=splits.num_classes, in_chans=splits.in_chans,
-                             img_size=splits.img_size, act=spec.activation, **spec.model_kwargs)
-        shape = (1, splits.in_chans, splits.img_size, splits.img_size)
-        assignment, footprint, fp_full = apply_precision(model, spec.precision, spec.quantize,
-                                                         spec.softmax_precision, shape)
+        model, assignment, footprint, fp_full = build_run_model(spec, splits)
         store.write_json(run_dir / "assignment.json", assignment)
         store.write_json(run_dir / "footprint.json", fp_full)
         send(("start", spec.run_id, spec.train.epochs))

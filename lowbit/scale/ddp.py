@@ -31,9 +31,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lowbit.data import get_augmentation, iterate_batches, normalize, num_batches
-from lowbit.train import (TrainConfig, amp_dtype, evaluate, lr_factor, make_optimizer,
-                          resolve_device, summarize)
+from lowbit.data import get_augmentation, iterate_batches, normalize
+from lowbit.train import (TrainConfig, amp_dtype, evaluate, resolve_device, setup_optimization,
+                          summarize)
 
 
 def shard(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -55,13 +55,7 @@ def train_ddp(model: nn.Module, splits, cfg: TrainConfig, on_epoch=None) -> dict
     model.to(device)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
                                               else None)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = make_optimizer(model, cfg)
-    steps = num_batches(len(splits.train), cfg.batch_size)
-    warmup = round(cfg.warmup_epochs * steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg.epochs * steps, warmup))
+    opt, sched, gen = setup_optimization(model, cfg, len(splits.train))
     aug_kw = dict(cfg.augmentation_kwargs) if cfg.augmentation != "none" else {}
     aug = get_augmentation(cfg.augmentation, splits.img_size, splits.in_chans, **aug_kw)
     history, status = [], "running"
@@ -135,11 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     from lowbit.experiments import store
     from lowbit.experiments.env import code_version, environment
     from lowbit.experiments.grid import flatten
-    from lowbit.experiments.precision import apply_precision
     from lowbit.experiments.runner import is_finished, prepare
     from lowbit.experiments.schema import load_sweep
-    from lowbit.experiments.worker import load_run_data
-    from lowbit.models import create_model
+    from lowbit.experiments.worker import build_run_model, load_run_data
 
     args = _parser().parse_args(argv)
     cfg = load_sweep(args.config, list(args.overrides) + (
@@ -157,12 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if is_finished(run_dir):
             continue
         splits = load_run_data(spec)
-        torch.manual_seed(spec.seed)
-        model = create_model(spec.model, num_classes=splits.num_classes, in_chans=splits.in_chans,
-                             img_size=splits.img_size, act=spec.activation, **spec.model_kwargs)
-        shape = (1, splits.in_chans, splits.img_size, splits.img_size)
-        _, footprint, _ = apply_precision(model, spec.precision, spec.quantize,
-                                          spec.softmax_precision, shape)
+        model, _, footprint, _ = build_run_model(spec, splits)
         t0 = time.time()
         res = train_ddp(model, splits, spec.train)
         if rank == 0:
