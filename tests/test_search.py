@@ -208,6 +208,23 @@ def test_parallel_workers_match_serial(mlp, splits):
         assert ev(recipes) == serial and ev.n_evaluations == 3
 
 
+def test_ray_executor_matches_serial(mlp, splits):
+    """lowbit search --executor ray: the same evaluations as Ray tasks give the same numbers."""
+    ray = pytest.importorskip("ray", reason="ray not installed (pip install 'lowbit[ray]')")
+    space = build_space(profile_layers(mlp, (1, 1, 8, 8)), "int2,int8")
+    recipes = [space.recipe(i) for i in space.enumerate()][:3]
+    data = EvalData.from_splits(splits, "val", limit=100)
+    serial = Evaluator(mlp, data)(recipes)
+    try:
+        with Evaluator(mlp, data, executor="ray") as ev:
+            assert ev(recipes) == serial and ev.n_evaluations == 3
+            assert ev(recipes) == serial and ev.n_evaluations == 3  # cached: no new tasks
+    finally:
+        ray.shutdown()
+    with pytest.raises(ValueError, match="executor='dask'.*allowed: local, ray"):
+        Evaluator(mlp, data, executor="dask")
+
+
 def test_finetune_runs_qat(mlp, splits):
     p = _problem(mlp, splits, formats="int2,int4")
     res = run_search(p, "percentile", method="l2", finetune_epochs=1, splits=splits)

@@ -128,7 +128,7 @@ def _energy(spec):
 def _run(fn, argv, prog) -> int:
     try:
         return fn(argv)
-    except ValueError as exc:   # UsageError included
+    except (ValueError, ImportError) as exc:   # UsageError included; ImportError: an optional extra is missing
         print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
@@ -197,6 +197,9 @@ def _search_parser() -> _Parser:
     p.add_argument("--objective", choices=tuple(METRICS), default=None,
                    help="cost axis (default: the budget's metric, else size)")
     p.add_argument("--workers", type=int, default=1, help="evaluation processes (default 1)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where evaluations run: local processes (--workers) or Ray tasks (pip install 'lowbit[ray]')")
+    p.add_argument("--address", default=None, help="Ray cluster address for --executor ray (default: start Ray here)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="QAT epochs for the chosen recipe (default 0)")
     p.add_argument("--method", default=None,
                    help="sensitivity method for percentile (default l2) / ilp (default hessian)")
@@ -269,7 +272,7 @@ def _search(argv) -> int:
     model, splits = _model_and_data(args)
     space = _space(model, splits, args)
     data = EvalData.from_splits(splits, args.eval_split, args.eval_samples)
-    with Evaluator(model, data, workers=args.workers) as ev:
+    with Evaluator(model, data, workers=args.workers, executor=args.executor, address=args.address) as ev:
         problem = Problem(model, space, ev, objective, budgets, args.max_acc_drop, energy, seed=args.seed)
         result = run_search(problem, args.strategy, finetune_epochs=args.finetune_epochs, splits=splits, **options)
     paths = result.save(args.out)

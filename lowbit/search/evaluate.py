@@ -5,7 +5,9 @@
 serves every evaluation. Results are cached by the recipe's hash; ``n_evaluations`` counts the
 evaluations actually run. With ``workers > 1`` a ``spawn`` process pool evaluates batches of
 recipes (each worker holds its own copy of the model and data, one torch thread each; spawn, not
-fork, because forking a process that has used OpenMP threads can hang).
+fork, because forking a process that has used OpenMP threads can hang). With ``executor="ray"``
+the evaluations run as Ray tasks (one CPU each), in-process or on the cluster at ``address``; the
+model and data are put in Ray's object store once.
 """
 from __future__ import annotations
 
@@ -72,13 +74,25 @@ def _work(recipe_dict):
     return evaluate_recipe(_WORKER["model"], Recipe.from_dict(recipe_dict), _WORKER["data"], _WORKER["batch_size"])
 
 
+def _ray_work(model, data, batch_size, recipe_dict):
+    torch.set_num_threads(1)
+    return evaluate_recipe(model, Recipe.from_dict(recipe_dict), data, batch_size)
+
+
+EXECUTORS = ("local", "ray")
+
+
 class Evaluator:
     """``evaluator(recipes) -> [{"loss", "acc"}, ...]``; ``baseline()`` is the float model."""
 
-    def __init__(self, model: nn.Module, data: EvalData, batch_size: int = 512, workers: int = 1):
+    def __init__(self, model: nn.Module, data: EvalData, batch_size: int = 512, workers: int = 1,
+                 executor: str = "local", address: str | None = None):
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers={workers!r} is not allowed; allowed: an integer >= 1")
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor={executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
         self.model, self.data, self.batch_size, self.workers = model, data, batch_size, workers
+        self.executor, self.address, self._ray = executor, address, None
         self.cache: dict = {}
         self.n_evaluations = 0
         self._pool = None
@@ -93,13 +107,24 @@ class Evaluator:
         keys = [r.hash() for r in recipes]
         todo = {k: r for k, r in zip(keys, recipes) if k not in self.cache}
         if todo:
-            if self.workers > 1 and len(todo) > 1:
+            if self.executor == "ray":
+                results = self._ray_map([r.to_dict() for r in todo.values()])
+            elif self.workers > 1 and len(todo) > 1:
                 results = list(self._executor().map(_work, [r.to_dict() for r in todo.values()]))
             else:
                 results = [evaluate_recipe(self.model, r, self.data, self.batch_size) for r in todo.values()]
             self.cache.update(zip(todo, results))
             self.n_evaluations += len(todo)
         return [dict(self.cache[k]) for k in keys]
+
+    def _ray_map(self, recipe_dicts: list[dict]) -> list[dict]:
+        if self._ray is None:
+            from lowbit.scale.ray_executor import init_ray
+
+            ray = init_ray(self.address)
+            self._ray = (ray, ray.remote(num_cpus=1)(_ray_work), ray.put(self.model), ray.put(self.data))
+        ray, fn, model_ref, data_ref = self._ray
+        return ray.get([fn.remote(model_ref, data_ref, self.batch_size, d) for d in recipe_dicts])
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
