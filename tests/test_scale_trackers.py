@@ -58,3 +58,13 @@ def test_mlflow_sqlite_store(request):
     assert run.data.params["model"] == "mlp" and run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == [1, 2]
+
+
+def test_wandb_offline_run_written(request, monkeypatch):
+    pytest.importorskip("wandb")
+    sweep = request.getfixturevalue("sweep")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert mirror_sweep(sweep, "wandb") == 2
+    runs = sorted((sweep / "wandb").glob("**/offline-run-*"))
+    assert len(runs) == 2 and all(any(r.glob("*.wandb")) for r in runs)
