@@ -222,3 +222,40 @@ def test_zoo_models_bit_exact(tmp_path, name, kwargs):
     rep = export_c(m, x, x, None, tmp_path, bits=4, width=31, n_golden=10)
     assert rep["host"]["mismatches"] == 0
     assert any(l["kind"] == "add" for l in rep["layers"]) == (name == "mobilenetv2")
+
+
+def test_instruction_table_feeds_the_cost_model(tmp_path):
+    """Measured counts replace the proxy in lowbit.cost (and so in lowbit search); gaps are errors."""
+    from lowbit.cost import InstructionTable, LayerPlan, model_cost, profile_layers
+
+    m = mlp()
+    layers = profile_layers(m, (1, 1, 8, 8))
+    names = [li.name for li in layers if li.macs]
+    table = InstructionTable({n: {2: 1000.0 + i, 4: 2000.0 + i, 8: 4000.0 + i} for i, n in enumerate(names)},
+                             fixed=7.0)
+    path = tmp_path / "instructions.json"
+    path.write_text(table.to_json())
+    table = InstructionTable.from_file(path)
+    plan = {n: LayerPlan(weight="int4") for n in names}
+    rep = model_cost(layers, plan, instructions=table)
+    assert rep.total["instructions"] == sum(2000.0 + i for i in range(len(names))) + 7.0
+    assert rep.total["instructions_source"] == "measured"
+    assert model_cost(layers, plan).total["instructions"] != rep.total["instructions"]  # the proxy differs
+    with pytest.raises(ValueError, match="with weights fp4_e2m1; allowed: int2, int4, int8"):
+        model_cost(layers, {names[0]: LayerPlan(weight="fp4_e2m1")}, instructions=table)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="cannot be read"):
+        InstructionTable.from_file(bad)
+
+
+@pytest.mark.skipif(riscv_available() is not None, reason=f"RISC-V toolchain: {riscv_available()}")
+def test_measure_instructions_on_riscv(tmp_path):
+    from lowbit.export.c_export import measure_instructions
+
+    m = mlp()
+    x = torch.rand(16, 1, 8, 8)
+    table = measure_instructions(m, x, x, tmp_path, bits=(2, 8))
+    weight_layers = {n for n, mod in m.named_modules() if isinstance(mod, nn.Linear)}
+    assert set(table.layers) == weight_layers
+    assert all(set(per) == {2, 8} and all(c > 0 for c in per.values()) for per in table.layers.values())

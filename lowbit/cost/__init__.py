@@ -10,6 +10,7 @@ Files: profile (LayerInfo, profile_layers), energy (EnergyModel: Horowitz ISSCC 
 the seed's relative model), model (LayerPlan, plans, model_cost, CostReport), table, cli.
 """
 from .energy import EnergyModel
+from .measured import InstructionTable
 from .model import CostReport, LayerPlan, model_cost, plan_from_assignment, simd_lanes, uniform_plan
 from .profile import LayerInfo, LayerProfile, profile_layers
 
@@ -20,5 +21,5 @@ def cli_cost(argv=None) -> int:
     return run(argv)
 
 
-__all__ = ["CostReport", "EnergyModel", "LayerInfo", "LayerPlan", "LayerProfile", "cli_cost", "model_cost",
+__all__ = ["CostReport", "EnergyModel", "InstructionTable", "LayerInfo", "LayerPlan", "LayerProfile", "cli_cost", "model_cost",
            "plan_from_assignment", "profile_layers", "simd_lanes", "uniform_plan"]

@@ -113,7 +113,7 @@ class CostReport:
         return self.table()
 
 
-def _layer_row(li: LayerInfo, plan: LayerPlan, energy: EnergyModel) -> dict:
+def _layer_row(li: LayerInfo, plan: LayerPlan, energy: EnergyModel, instructions=None) -> dict:
     ws, as_ = plan.resolved(li)
     if ws is not None and li.weight_shape:
         eb, sb = _weight_bits(li.weight_shape, ws)
@@ -127,6 +127,9 @@ def _layer_row(li: LayerInfo, plan: LayerPlan, energy: EnergyModel) -> dict:
         is_model = False
     act_in, act_out = li.in_numel * a_pe, li.out_numel * a_pe
     lanes = simd_lanes(wbits)
+    instr = li.macs / lanes
+    if instructions is not None and li.macs:
+        instr = instructions.lookup(li.name, ws.format if ws is not None else None)
     return {"name": li.name, "type": li.type, "weight": _name(ws), "act": _name(as_),
             "weight_scaling": ws.scaling if ws else "none", "w_bits": wbits, "a_bits": abits,
             "macs": li.macs, "params": li.params, "element_bits": eb, "scale_bits": sb, "bias_bits": bb,
@@ -135,16 +138,19 @@ def _layer_row(li: LayerInfo, plan: LayerPlan, energy: EnergyModel) -> dict:
             "bitops": li.macs * wbits * abits, "act_in_bits": act_in, "act_out_bits": act_out,
             "act_bytes": (act_in + act_out) / 8, "peak_act_bytes": (act_in + act_out) / 8,
             "mac_energy_pj": mac_e, "energy_mac_pj": li.macs * mac_e, "energy_is_model": bool(is_model),
-            "simd_lanes": lanes, "instructions": li.macs / lanes, "energy_unit": energy.unit}
+            "simd_lanes": lanes, "instructions": instr, "energy_unit": energy.unit}
 
 
-def model_cost(layers, plan: dict | None = None, energy=None, *, other_params: int | None = None) -> CostReport:
+def model_cost(layers, plan: dict | None = None, energy=None, *, other_params: int | None = None,
+               instructions=None) -> CostReport:
     """Per-layer and total cost of ``layers`` (from :func:`profile_layers`) under ``plan``.
 
     Layers missing from ``plan`` are fp32; a plan entry naming no layer is an error. Entries are
     LayerPlans (a (weight, act) pair or a {"weight", "act"} dict is converted). ``energy``:
     an :class:`EnergyModel`, ``"horowitz"`` (default), ``"relative"`` or a constants file.
-    ``other_params`` defaults to ``layers.other_params`` (0 for a plain list).
+    ``other_params`` defaults to ``layers.other_params`` (0 for a plain list). ``instructions``: an
+    :class:`lowbit.cost.measured.InstructionTable` of measured counts replacing the MACs / lanes proxy
+    (its ``fixed`` part, the non-weight operations, is added to the total).
     """
     energy = EnergyModel.get(energy)
     plan = dict(plan or {})
@@ -160,7 +166,7 @@ def model_cost(layers, plan: dict | None = None, energy=None, *, other_params: i
         elif not isinstance(v, LayerPlan):
             raise ValueError(f"plan[{k!r}] = {v!r} is not allowed; allowed: a LayerPlan(weight=..., act=...), "
                              f"a (weight, act) pair or a dict with keys weight, act")
-    rows = [_layer_row(li, plan.get(li.name, LayerPlan()), energy) for li in layers]
+    rows = [_layer_row(li, plan.get(li.name, LayerPlan()), energy, instructions) for li in layers]
     n_other = getattr(layers, "other_params", 0) if other_params is None else other_params
     if n_other:
         rows.append({"name": "(other parameters)", "type": "-", "weight": "fp32", "act": "-", "weight_scaling": "none",
@@ -181,6 +187,9 @@ def model_cost(layers, plan: dict | None = None, energy=None, *, other_params: i
         r["energy_pj"] = r["energy_mac_pj"] + r["energy_mem_pj"]
         r["mem_level_w"], r["mem_level_a"] = (w_level, a_level) if energy.kind == "horowitz" else ("-", "-")
     total = {k: sum(r[k] for r in rows) for k in SUMMED}
+    if instructions is not None:
+        total["instructions"] += instructions.fixed
+    total["instructions_source"] = "measured" if instructions is not None else "proxy"
     wb = total["weight_bytes"]
     total.update(name="total", compression=total["fp32_bytes"] / wb if wb else 1.0,
                  peak_act_bytes=a_peak, energy_is_model=any(r["energy_is_model"] for r in rows),

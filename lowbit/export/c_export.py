@@ -130,6 +130,36 @@ def _load(args):
     return model, cx, ex, ey
 
 
+def measure_instructions(model: torch.nn.Module, calib_x: torch.Tensor, eval_x: torch.Tensor, out_dir,
+                         bits=(2, 4, 8), width: int = 31):
+    """Measured RV32IMC instructions per weight layer and weight width -> :class:`InstructionTable`.
+
+    Exports ``model`` once per width in ``bits`` (uniform weights; depthwise convs keep 8 bits), runs
+    one golden inference under QEMU (``rdinstret`` around each layer) and keys the counts by module
+    path (as lowbit.cost names layers). Non-weight operations go to ``fixed`` (their mean).
+    """
+    from lowbit.cost.measured import InstructionTable
+
+    graph = trace(model.eval(), tuple(eval_x.shape[1:]))
+    modules = {op.name: op.extra.get("module", op.name) for op in graph.ops}
+    layers, fixed = {}, []
+    for b in bits:
+        rep = export_c(model, calib_x, eval_x[:1], None, Path(out_dir) / f"w{b}", b, width, 1, riscv=True)
+        r = rep.get("riscv", {})
+        if "layer_instret" not in r or r.get("mismatches", 1) != 0:
+            raise RuntimeError(f"RV32IMC run at {b}-bit weights failed or was skipped: {r.get('skipped', r)}")
+        kinds = {l["name"]: (l["kind"], l["bits"]) for l in rep["layers"]}
+        rest = 0
+        for name, count in r["layer_instret"].items():
+            kind, lbits = kinds.get(name, ("other", None))
+            if kind == "conv" and lbits is not None:
+                layers.setdefault(modules.get(name, name), {})[int(lbits)] = float(count)
+            else:
+                rest += count
+        fixed.append(rest)
+    return InstructionTable(layers, sum(fixed) / len(fixed), f"RV32IMC under QEMU, {width}-bit multipliers")
+
+
 def cli_c(argv=None) -> int:
     """``lowbit export c``: see the module docstring; prints the report, exit 1 on a C mismatch."""
     ap = argparse.ArgumentParser(prog="lowbit export c", description=__doc__.split("\n\n")[0])
@@ -151,12 +181,17 @@ def cli_c(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--riscv", action="store_true", help="also build for RV32IMC and run under QEMU")
     ap.add_argument("--no-build", action="store_true", help="only write the sources")
+    ap.add_argument("--measure-instructions", default=None, metavar="BITS",
+                    help="e.g. 2,4,8: run on RV32IMC at each weight width and write OUT/instructions.json, "
+                         "the measured cost table for lowbit search --instructions-table")
     args = ap.parse_args(argv)
     try:
         bits = parse_bits(args.weights_bits)
         if isinstance(bits, dict):
             bits = _PerLayer({k: v for k, v in bits.items() if k != "*"}, bits.get("*", 8))
         model, cx, ex, ey = _load(args)
+        if args.measure_instructions:
+            return _measure(model, cx, ex, args)
         rep = export_c(model, cx, ex, ey, args.out, bits, args.multiplier, args.golden,
                        build=not args.no_build, riscv=args.riscv)
     except (ValueError, RuntimeError) as exc:
@@ -165,6 +200,24 @@ def cli_c(argv=None) -> int:
     _print(rep)
     bad = any(rep.get(k, {}).get("mismatches", 0) != 0 for k in ("host", "riscv"))
     return 1 if bad else 0
+
+
+def _measure(model, cx, ex, args) -> int:
+    try:
+        widths = tuple(int(b) for b in args.measure_instructions.split(","))
+    except ValueError:
+        raise ValueError(f"--measure-instructions {args.measure_instructions!r} is not allowed; allowed: "
+                         f"comma-separated weight widths from 2, 4, 8") from None
+    if not widths or any(b not in (2, 4, 8) for b in widths):
+        raise ValueError(f"--measure-instructions {args.measure_instructions!r} is not allowed; allowed: "
+                         f"comma-separated weight widths from 2, 4, 8")
+    table = measure_instructions(model, cx, ex, args.out, widths, args.multiplier)
+    path = Path(args.out) / "instructions.json"
+    path.write_text(table.to_json())
+    for name, per in sorted(table.layers.items()):
+        print(f"  {name:<20} " + "  ".join(f"int{b}: {int(n):>10,}" for b, n in sorted(per.items())))
+    print(f"  {'(other operations)':<20} {int(table.fixed):,}\nwrote {path}")
+    return 0
 
 
 def _print(rep: dict) -> None:

@@ -118,6 +118,8 @@ def trace(model: nn.Module, input_shape: tuple[int, int, int]) -> Graph:
         else:  # conv / linear / pools
             op = info
             op.name, op.inputs, op.output, op.extra = node.name, [src], node.name, {"fx": node.name}
+            if node.op == "call_module":
+                op.extra["module"] = node.target  # the module path, e.g. "features.0.0" (fx: features_0_0)
             _emit(op, ops, alias, producer)
     return Graph(ops, inp, out, shapes_t)
 

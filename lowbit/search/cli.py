@@ -117,7 +117,13 @@ def _space(model, splits, args):
     from .costing import profile_layers
     from .space import build_space
     prof = profile_layers(model, (1, splits.in_chans, splits.img_size, splits.img_size))
-    return build_space(prof, args.formats, args.act)
+    space = build_space(prof, args.formats, args.act)
+    if getattr(args, "instructions_table", None):
+        import dataclasses
+
+        from lowbit.cost import InstructionTable
+        space = dataclasses.replace(space, instructions=InstructionTable.from_file(args.instructions_table))
+    return space
 
 
 def _energy(spec):
@@ -197,6 +203,9 @@ def _search_parser() -> _Parser:
     p.add_argument("--objective", choices=tuple(METRICS), default=None,
                    help="cost axis (default: the budget's metric, else size)")
     p.add_argument("--workers", type=int, default=1, help="evaluation processes (default 1)")
+    p.add_argument("--instructions-table", default=None, metavar="FILE",
+                   help="measured instruction counts (lowbit export c --measure-instructions) for the "
+                        "instructions objective/budget, instead of the MACs / SIMD-lanes proxy")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="where evaluations run: local processes (--workers) or Ray tasks (pip install 'lowbit[ray]')")
     p.add_argument("--address", default=None, help="Ray cluster address for --executor ray (default: start Ray here)")

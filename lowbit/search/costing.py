@@ -5,7 +5,9 @@ Metrics (the search objectives and budgets):
     size          weight_bytes  (CostReport total: weights incl. scale overhead, other parameters fp32)
     bitops        bitops        (sum over layers of MACs x weight bits x activation bits, per sample)
     energy        energy_pj     (per sample, from the EnergyModel; see lowbit.cost)
-    instructions  instructions  (MACs / SIMD packing factor, per sample)
+    instructions  instructions  (MACs / SIMD packing factor per sample, or counts measured on RV32IMC
+                                 when the space carries an InstructionTable: lowbit export c
+                                 --measure-instructions, lowbit search --instructions-table)
 
 :func:`cost_of` asks ``lowbit.cost.model_cost`` for one assignment (exact). :class:`CostTable`
 decomposes the totals per layer and choice (``per_layer[m][l, k]`` plus a constant ``base[m]``)
@@ -38,7 +40,7 @@ def cost_of(space, idx, energy=None):
     """The exact :class:`lowbit.cost.CostReport` of assignment ``idx``."""
     kw = {} if energy is None else {"energy": energy}
     layers = space.profile if space.profile is not None else list(space.layers)
-    return model_cost(layers, plan_of(space, idx), **kw)
+    return model_cost(layers, plan_of(space, idx), instructions=space.instructions, **kw)
 
 
 def cost_columns(report) -> dict:

@@ -81,12 +81,14 @@ def parse_choices(formats, act: str | None = None) -> tuple[Choice, ...]:
 class SearchSpace:
     """``layers`` (lowbit.cost LayerInfo, module order), ``choices`` (cheapest first), ``fixed``
     ({layer name: Choice} for pruned layers), ``profile`` (the whole profile_layers list, which
-    also carries the parameters outside weight layers, for the cost model)."""
+    also carries the parameters outside weight layers, for the cost model), ``instructions`` (an
+    optional lowbit.cost.InstructionTable of measured counts for the ``instructions`` metric)."""
 
     layers: tuple
     choices: tuple
     fixed: dict = field(default_factory=dict)
     profile: list | None = field(default=None, compare=False, repr=False)  # lowbit.cost.profile_layers output
+    instructions: object = field(default=None, compare=False, repr=False)  # lowbit.cost.InstructionTable
 
     @property
     def names(self) -> tuple:
