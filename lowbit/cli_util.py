@@ -31,3 +31,28 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, run, argv, errors=(Value
 def _fail(prog: str, exc: Exception) -> int:
     print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
     return 2
+
+
+def add_model_source(p: argparse.ArgumentParser) -> None:
+    """--checkpoint | --train-quick, --model, --model-kwargs, --dataset: where a command's model comes from."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="trained weights: lowbit.train's best.pt, a state dict, .safetensors")
+    src.add_argument("--train-quick", action="store_true", help="train the model on the dataset first")
+    p.add_argument("--model", default="cnn", help="zoo model name (default cnn)")
+    p.add_argument("--model-kwargs", default=None, help="JSON object of model options")
+    p.add_argument("--dataset", default="digits", help="dataset name (default digits)")
+
+
+def tensor_format(flag: str, name: str, also: str = "") -> str:
+    """Canonical name of a format that can hold tensors (not the E8M0 scale format); one-line errors.
+    ``also`` names further allowed values for the message (e.g. ", or none")."""
+    from lowbit.formats.registry import get_format
+
+    try:
+        f = get_format(name)
+    except ValueError as exc:
+        raise ValueError(f"{flag} {name!r}: {exc}") from None
+    if f.kind == "scale":
+        raise ValueError(f"{flag} {name!r}: a scale format cannot hold tensors; allowed: int/uint, minifloat, "
+                         f"codebook, MX or NVFP4 formats{also}")
+    return f.name

@@ -492,18 +492,13 @@ def compare_onnx(path, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None
 
 # ---- CLI ----------------------------------------------------------------------------------------
 def _parser():
-    from lowbit.cli_util import OneLineParser
+    from lowbit.cli_util import OneLineParser, add_model_source
 
     p = OneLineParser(prog="lowbit export onnx", description=(
         "Post-training quantize a model (calibrated fixed scales, lowbit.ptq) and export it to ONNX with "
         "QuantizeLinear/DequantizeLinear nodes; runs it in onnxruntime and prints the max |difference| to the "
         f"fake-quantized PyTorch model and both test accuracies. Formats: {ALLOWED}."))
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="trained weights: lowbit.train's best.pt, a state dict, .safetensors")
-    src.add_argument("--train-quick", action="store_true", help="train the model on the dataset first")
-    p.add_argument("--model", default="cnn", help="zoo model name (default cnn)")
-    p.add_argument("--model-kwargs", default=None, help="JSON object of model options")
-    p.add_argument("--dataset", default="digits", help="dataset name (default digits)")
+    add_model_source(p)
     p.add_argument("--weights", default="int8", help=f"weight format ({ALLOWED}; none = fp32)")
     p.add_argument("--acts", default="int8", help=f"activation format of every layer input ({ALLOWED}; none)")
     p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")

@@ -260,17 +260,12 @@ def cost_bytes(model: nn.Module, input_shape) -> float:
 
 # ---- CLI ----------------------------------------------------------------------------------------
 def _parser():
-    from lowbit.cli_util import OneLineParser
+    from lowbit.cli_util import OneLineParser, add_model_source
 
     p = OneLineParser(prog="lowbit export packed", description=(
         "Quantize a model's weights and save them truly packed (codes + scales) in a .safetensors file; "
         "prints the file size next to the cost model's storage figure."))
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="trained weights: lowbit.train's best.pt, a state dict, .safetensors")
-    src.add_argument("--train-quick", action="store_true", help="train the model on the dataset first")
-    p.add_argument("--model", default="cnn", help="zoo model name (default cnn)")
-    p.add_argument("--model-kwargs", default=None, help="JSON object of model options")
-    p.add_argument("--dataset", default="digits", help="dataset name (default digits)")
+    add_model_source(p)
     p.add_argument("--weights", default="int4", help="weight format (default int4)")
     p.add_argument("--per-channel", action="store_true", help="calibrated per-channel weight scales (PTQ)")
     p.add_argument("--epochs", type=int, default=3, help="--train-quick epochs (default 3)")
@@ -309,15 +304,8 @@ def build_source_model(args, splits=None):
 
 
 def _check_format(flag, name):
-    from lowbit.formats.registry import get_format
-    try:
-        f = get_format(name)
-    except ValueError as exc:
-        raise ValueError(f"{flag} {name!r}: {exc}") from None
-    if f.kind == "scale":
-        raise ValueError(f"{flag} {name!r}: a scale format cannot hold tensors; allowed: int/uint, minifloat, "
-                         f"codebook, MX or NVFP4 formats")
-    return f.name
+    from lowbit.cli_util import tensor_format
+    return tensor_format(flag, name)
 
 
 def cli_packed(argv=None) -> int:

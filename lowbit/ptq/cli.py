@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from lowbit.cli_util import OneLineParser, run_cli
+from lowbit.cli_util import OneLineParser, run_cli, tensor_format
 
 from .observers import METHODS
 
@@ -70,20 +70,12 @@ def cli_ptq(argv=None) -> int:
 
 
 def _formats(flag: str, text: str) -> list:
-    from lowbit.formats.registry import get_format
     out = []
     for item in [t.strip() for t in text.split(",") if t.strip()]:
         if item.lower() in ("none", "fp32"):
             out.append(None)
             continue
-        try:
-            f = get_format(item)
-        except ValueError as exc:
-            raise ValueError(f"{flag} {item!r}: {exc}") from None
-        if f.kind == "scale":
-            raise ValueError(f"{flag} {item!r}: a scale format cannot hold tensors; allowed: int/uint, "
-                             f"minifloat, codebook, MX or NVFP4 formats, or none")
-        out.append(f.name)
+        out.append(tensor_format(flag, item, also=", or none"))
     if not out:
         raise ValueError(f"{flag} {text!r} names no format; allowed: a comma-separated list such as int8,int4")
     return out
