@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from lowbit.formats.cast import _pow2
 from lowbit.formats.codec import encode_direct
 from lowbit.formats.registry import get_format
 
+from .kernels import from_blocks, to_blocks
 from .quantize import _validate, make_spec
 from .scaling import block_scales, element_cast, scaled_qdq
 
@@ -31,17 +31,6 @@ class Encoded:
     @property
     def format(self):
         return self.spec.format
-
-
-def _blocks(t, axis, n):
-    tm = t.movedim(axis, -1)
-    pad = (-tm.shape[-1]) % n
-    return (F.pad(tm, (0, pad)) if pad else tm).reshape(*tm.shape[:-1], -1, n), tm.shape
-
-
-def _unblocks(tb, mshape, axis):
-    size = mshape[-1]
-    return tb.reshape(*mshape[:-1], -1)[..., :size].movedim(-1, axis)
 
 
 def encode(x: torch.Tensor, fmt, *, generator: torch.Generator | None = None, **kw) -> Encoded:
@@ -65,8 +54,8 @@ def encode(x: torch.Tensor, fmt, *, generator: torch.Generator | None = None, **
         q, s = scaled_qdq(xf, f, spec.scaling, spec.axis, spec.rounding, spec.saturate, spec.pow2_scale, noise)
         return Encoded(_element_codes(q, s, f, spec.saturate), s, spec, tuple(x.shape))
     axis = spec.axis % x.dim()
-    xb, mshape = _blocks(xf, axis, spec.chunk)
-    nb = _blocks(noise, axis, spec.chunk)[0] if noise is not None else None
+    xb = to_blocks(xf, axis, spec.chunk)
+    nb = to_blocks(noise, axis, spec.chunk) if noise is not None else None
     if spec.scaling == "group":
         q, s = scaled_qdq(xb, f, "group", -1, spec.rounding, spec.saturate, spec.pow2_scale, nb)
         codes = _element_codes(q, s, f, spec.saturate)
@@ -82,7 +71,7 @@ def encode(x: torch.Tensor, fmt, *, generator: torch.Generator | None = None, **
         else:  # NaN/Inf block: the E4M3 NaN code
             sb, st = detail
             s = (encode_direct(torch.where(nan_block, float("nan"), sb), get_format("fp8_e4m3")), st)
-    return Encoded(_unblocks(codes, mshape, axis), s, spec, tuple(x.shape))
+    return Encoded(from_blocks(codes, x.shape, axis), s, spec, tuple(x.shape))
 
 
 def _element_codes(q, s, f, saturate):
@@ -103,7 +92,7 @@ def decode(enc: Encoded, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return ((v - s[1]) * s[0]).to(dtype)
         return (v * s).to(dtype)
     axis = spec.axis % len(enc.shape)
-    vb, mshape = _blocks(enc.codes, axis, spec.chunk)
+    vb = to_blocks(enc.codes, axis, spec.chunk)
     el = f.element if f.kind == "block" else f
     v = el.decode(vb)
     if spec.scaling == "group":
@@ -114,4 +103,4 @@ def decode(enc: Encoded, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     else:
         sb = get_format("fp8_e4m3").decode(s[0])
         out = v * (sb * s[1])
-    return _unblocks(out, mshape, axis).to(dtype)
+    return from_blocks(out, enc.shape, axis).to(dtype)
