@@ -45,3 +45,14 @@ def test_compiled_equals_eager(name, kw):
     out = torch.empty_like(x)                                   # the same compiled kernel writing into out=
     quantize(x, name, backend="compiled", out=out, **kw)
     assert_same(out, eager, x, f"{name} {kw} compiled out=")
+
+
+def test_backend_is_honoured_on_the_autograd_path():
+    """backend='eager' with requires_grad must not compile (it used to be dropped by the autograd path)."""
+    from lowbit.ops import kernels
+
+    x = torch.randn(1024, 512, requires_grad=True)  # above kernels.AUTO_MIN_NUMEL
+    before = dict(kernels._compiled)
+    q = quantize(x, "int4", scaling="channel", axis=0, backend="eager", grad="clipped")
+    q.sum().backward()
+    assert kernels._compiled == before and x.grad.shape == x.shape

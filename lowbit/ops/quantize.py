@@ -132,8 +132,8 @@ def _validate(x: torch.Tensor, spec: QuantSpec):
 
 class _FakeQuant(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, spec, scale, noise, values):
-        out, mask = kernels.run(x, spec, scale, noise, values, want_mask=spec.grad == "clipped")
+    def forward(ctx, x, spec, scale, noise, values, backend):
+        out, mask = kernels.run(x, spec, scale, noise, values, want_mask=spec.grad == "clipped", backend=backend)
         if mask is not None:
             ctx.save_for_backward(mask)
         return out
@@ -143,7 +143,7 @@ class _FakeQuant(torch.autograd.Function):
         if ctx.saved_tensors:
             (mask,) = ctx.saved_tensors
             g = torch.where(mask, g, 0)
-        return g, None, None, None, None
+        return g, None, None, None, None, None
 
 
 def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | None = None,
@@ -176,5 +176,5 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
             raise ValueError("out= is not supported when x requires grad; call without out=")
         return kernels.run(x, spec, scale, noise, values, out=out, backend=backend)[0]
     if torch.is_grad_enabled() and x.requires_grad:
-        return _FakeQuant.apply(x, spec, scale, noise, values)
+        return _FakeQuant.apply(x, spec, scale, noise, values, backend)
     return kernels.run(x, spec, scale, noise, values, backend=backend)[0]
