@@ -35,7 +35,7 @@ try:  # every target lowbit.nn's recipe_for_precision understands
 except ImportError:
     ALL_TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
 SOFTMAX_SAME = "same"  # softmax in the run's own precision
-QUANT_BACKENDS = ("auto", "eager", "compiled")
+QUANT_BACKENDS = ("auto", "eager", "compiled", "native")
 RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.scale)
 
 

@@ -1,13 +1,17 @@
-"""Layout (groups/blocks along an axis) and the eager / compiled kernel choice for quantize.
+"""Layout (groups/blocks along an axis) and the kernel choice for quantize.
 
 The same pure-torch function runs eagerly or through ``torch.compile`` (one fused kernel per spec,
-cached in-process and in Inductor's on-disk cache). Both give bit-identical results because the
-arithmetic is exact (see :mod:`lowbit.ops.cast`); a test checks it. Backend choice:
+cached in-process and in Inductor's on-disk cache); :mod:`lowbit.ops.native` repeats its arithmetic
+in C++ for the common CPU cases. All give bit-identical results because the arithmetic is exact (see
+:mod:`lowbit.formats.cast`); tests check it. Backend choice:
 
     ``eager``     always eager (no compile time; ~20-100x slower on large tensors).
     ``compiled``  always compiled (first call per spec compiles, seconds).
-    ``auto``      compiled for tensors of at least ``AUTO_MIN_NUMEL`` elements, eager below; eager
-                  everywhere if compilation is unavailable (a warning says why, once).
+    ``native``    always the C++ kernels (built once per machine, about 2 s); an error for a call they
+                  do not cover (:func:`lowbit.ops.native.unsupported` says which).
+    ``auto``      native where it covers the call, else compiled for tensors of at least
+                  ``AUTO_MIN_NUMEL`` elements and eager below; eager inside ``torch.compile`` and
+                  wherever compilation is unavailable (a warning says why, once).
 The default comes from the ``LOWBIT_BACKEND`` environment variable, else ``auto``.
 """
 from __future__ import annotations
@@ -19,9 +23,10 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .scaling import block_qdq, block_scales, element_range_scaled, scaled_qdq
 
-BACKENDS = ("auto", "eager", "compiled")
+BACKENDS = ("auto", "eager", "compiled", "native")
 AUTO_MIN_NUMEL = 1 << 18
 _compiled: dict = {}
 _compile_broken: str | None = None
@@ -60,7 +65,7 @@ def to_blocks(t, axis, n):
     pad = (-tm.shape[-1]) % n
     if pad:
         tm = F.pad(tm, (0, pad))
-    return tm.reshape(*tm.shape[:-1], -1, n)
+    return tm.reshape(*tm.shape[:-1], tm.shape[-1] // n, n)   # explicit: -1 is ambiguous for empty tensors
 
 
 def from_blocks(tb, shape, axis):
@@ -68,7 +73,7 @@ def from_blocks(tb, shape, axis):
     moved = list(shape)
     moved.append(moved.pop(axis))
     size = moved[-1]
-    t = tb.reshape(*moved[:-1], -1)
+    t = tb.reshape(*moved[:-1], tb.shape[-2] * tb.shape[-1])
     if t.shape[-1] != size:
         t = t[..., :size]
     return t if axis == len(shape) - 1 else t.movedim(-1, axis).contiguous()
@@ -86,13 +91,23 @@ def default_backend() -> str:
     return b
 
 
-def _use_compiled(x, backend) -> bool:
+def _choose(x, spec, scale, noise, values, backend) -> str:
+    """'eager', 'compiled' or 'native' for this call (see the module docstring)."""
     backend = backend or default_backend()
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
-    if backend == "eager" or _compile_broken is not None or torch.compiler.is_compiling():
-        return False
-    return backend == "compiled" or x.numel() >= AUTO_MIN_NUMEL
+    if backend == "eager" or torch.compiler.is_compiling():
+        return "eager"
+    if backend in ("auto", "native"):
+        why = native.unsupported(x, spec, scale, noise, values)
+        if why is None and native.available():
+            return "native"
+        if backend == "native":
+            raise ValueError(f"backend='native' cannot run this call: {why or native.unavailable_reason()}; "
+                             f"allowed: backend='auto' (uses the other kernels there)")
+    if _compile_broken is not None:
+        return "eager"
+    return "compiled" if backend == "compiled" or x.numel() >= AUTO_MIN_NUMEL else "eager"
 
 
 def _compiled_fn(spec, kind):
@@ -114,6 +129,7 @@ def _compiled_fn(spec, kind):
 def run(x, spec, scale, noise, values, want_mask=False, out=None, backend=None):
     """Quantize-dequantize ``x``; returns (result, mask-or-None). ``out`` receives the result."""
     global _compile_broken
+    which = _choose(x, spec, scale, noise, values, backend)
     shape, n = tuple(x.shape), spec.chunk
     axis = spec.axis % x.dim() if x.dim() else 0
     outb = out
@@ -123,7 +139,9 @@ def run(x, spec, scale, noise, values, want_mask=False, out=None, backend=None):
         direct = out is not None and axis == out.dim() - 1 and shape[-1] % n == 0 and out.is_contiguous()
         outb = out.view(x.shape) if direct else None
     res = None
-    if _use_compiled(x, backend):
+    if which == "native":
+        res = native.run(x, spec, scale, want_mask, outb)
+    elif which == "compiled":
         try:
             res = _compiled_fn(spec, want_mask)(x, scale, noise, values, outb)
         except Exception as exc:  # no C++ compiler, unsupported platform...: eager gives the same numbers

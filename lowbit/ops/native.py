@@ -1,0 +1,263 @@
+"""The native CPU backend: qdq_native.cpp, compiled once per machine and called through ctypes.
+
+The C++ kernels repeat the reference arithmetic of :mod:`lowbit.formats.cast` and
+:mod:`lowbit.ops.scaling` operation for operation (bit-identical, tested in tests/test_native.py);
+they exist for speed: 16-lane vectors, block scales computed 16 blocks at a time, non-temporal
+stores for large outputs and a cache-friendly second pass for per-tensor scales.
+
+Covered (everything else goes to the compiled/eager kernels, see :func:`unsupported`):
+    element formats  minifloats with round-to-nearest (any ExMy with E <= 7 and fp16; not bf16/fp32),
+                     signed integers with nearest or toward-zero rounding;
+    scaling          none, tensor (computed, or a given one-element fp32 scale), group, channel along
+                     axis 0, and the MX / NVFP4 block formats;
+    inputs           CPU tensors in fp32 (fp16/bf16 are computed in fp32 and cast back, as eager does).
+
+Build: the C++ compiler from ``$CXX`` (else g++, c++, clang++) with ``-O3 -march=native
+-ffp-contract=off``; the library is cached under ``$LOWBIT_CACHE_DIR`` (default
+``~/.cache/lowbit``), keyed by the source, the compiler, the flags and the CPU, and written
+atomically, so concurrent processes can build it at once. No compiler: :func:`available` says why and
+the ``auto`` backend uses the other kernels.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("qdq_native.cpp")
+ABI = 2
+NT_MIN_BYTES = 32 << 20      # outputs at least this large use non-temporal stores (they bypass the cache)
+SCHED_NT, SCHED_FORWARD = 1, 2   # schedule flags of the C++ kernels (FORWARD: an ablation for benchmarks)
+sched_extra = 0              # flags OR-ed into every call (benchmarks set it)
+MIN_PER_THREAD = 1 << 16     # elements per thread below which fewer threads are used
+_FLAGS = ["-O3", "-ffp-contract=off", "-std=c++17", "-shared", "-fPIC", "-pthread"]
+_lib = None
+_broken: str | None = None
+
+
+class _Elem(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int32) for n in ("kind", "rounding", "subnormals", "low_emin", "saturate",
+                                               "no_negzero", "has_frac", "emin_f", "shift_add", "ftz_c")] + \
+               [(n, ctypes.c_float) for n in ("clamp_hi", "maxv", "ovf", "frac_mul", "qmin", "qmax", "step",
+                                              "lo", "hi")]
+
+
+class _Blk(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int32) for n in ("mode", "rule", "elem_emax", "rceil_e", "frac_max",
+                                               "tensor_scale", "pow2")] + \
+               [("fmt_max", ctypes.c_float), ("tensor_div", ctypes.c_float), ("e4m3", _Elem)]
+
+
+# ---- build and load ------------------------------------------------------------------------------
+def _cache_dir() -> Path:
+    root = os.environ.get("LOWBIT_CACHE_DIR")
+    if root:
+        return Path(root) / "native"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lowbit" / "native"
+
+
+def _compiler() -> str | None:
+    for c in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if c and shutil.which(c):
+            return c
+    return None
+
+
+def _cpu_id() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("flags", "model name", "Features", "CPU part"))]
+        return platform.machine() + "\n" + "\n".join(sorted(set(lines)))
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
+def _build() -> Path:
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (set $CXX, or install g++)")
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
+    src = SOURCE.read_bytes()
+    last_err = ""
+    for arch in (["-march=native"], []):
+        flags = _FLAGS + arch
+        key = hashlib.sha256(src + version.encode() + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:20]
+        lib = _cache_dir() / f"qdq_native_{key}.so"
+        if lib.exists():
+            return lib
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+        os.close(fd)
+        try:
+            r = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, check=False)
+            if r.returncode == 0:
+                os.replace(tmp, lib)
+                return lib
+            last_err = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise RuntimeError(f"{cxx} could not build {SOURCE.name}: {last_err}")
+
+
+def _load():
+    global _lib, _broken
+    if _lib is not None or _broken is not None:
+        return _lib
+    try:
+        lib = ctypes.CDLL(str(_build()))
+        if lib.lowbit_native_abi() != ABI:
+            raise RuntimeError("stale native library (ABI mismatch)")
+        p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+        lib.lowbit_qdq_tensor.argtypes = [p, p, p, i64, ctypes.POINTER(_Elem), i32, f32, f32, i32, i32, i32, p]
+        lib.lowbit_qdq_tensor.restype = None
+        lib.lowbit_qdq_blocks.argtypes = [p, p, p, i64, i64, ctypes.POINTER(_Elem), ctypes.POINTER(_Blk), i32, i32]
+        lib.lowbit_qdq_blocks.restype = None
+        lib.lowbit_finite_amax.argtypes = [p, i64, i32]
+        lib.lowbit_finite_amax.restype = f32
+        _lib = lib
+    except Exception as exc:  # no compiler, unsupported platform, read-only cache...: the other kernels
+        _broken = f"{type(exc).__name__}: {exc}"
+    return _lib
+
+
+def available() -> bool:
+    return _load() is not None
+
+
+def unavailable_reason() -> str | None:
+    _load()
+    return _broken
+
+
+# ---- format parameters ---------------------------------------------------------------------------
+_elem_cache: dict = {}
+
+
+def _elem(fmt, rounding: str, saturate: bool) -> _Elem:
+    key = (fmt, rounding, saturate)
+    e = _elem_cache.get(key)
+    if e is not None:
+        return e
+    from .scaling import element_range_scaled
+
+    lo, hi = element_range_scaled(fmt, None)
+    e = _Elem(lo=lo, hi=hi)
+    if fmt.kind == "float":
+        M, emin = fmt.man_bits, fmt.emin
+        e.kind, e.subnormals, e.low_emin = 0, int(fmt.subnormals), int(emin < -126)
+        e.saturate = int(saturate or not (fmt.has_inf or fmt.has_nan))
+        e.no_negzero = int(not fmt.has_negative_zero)
+        e.emin_f, e.shift_add, e.ftz_c = (emin + 127) << 23, (23 - M) << 23, (emin + 23 + 127) << 23
+        e.clamp_hi, e.maxv = 2.0 ** (fmt.emax + 2), fmt.max
+        e.ovf = math.inf if fmt.has_inf else math.nan
+    else:
+        e.kind, e.rounding, e.has_frac = 1, ROUND_CODES[rounding], int(fmt.frac_bits != 0)
+        e.frac_mul, e.qmin, e.qmax, e.step = 2.0 ** fmt.frac_bits, fmt.qmin, fmt.qmax, fmt.step
+    _elem_cache[key] = e
+    return e
+
+
+ROUND_CODES = {"nearest": 0, "zero": 1}
+_RULES = {"floor": 0, "ceil": 1, "rceil": 2}
+
+
+def _blk(spec) -> _Blk:
+    fmt = spec.format
+    b = _Blk()
+    if spec.scaling in ("group", "channel"):
+        b.mode, b.fmt_max, b.pow2 = 2, fmt.max, int(spec.pow2_scale)
+        return b
+    elem = fmt.element
+    if fmt.scale == "e8m0":
+        m, ex = math.frexp(elem.max)
+        b.mode, b.rule, b.elem_emax = 0, _RULES[fmt.scale_rule], elem.emax
+        b.rceil_e, b.frac_max = ex - 1, int((2 * m - 1) * 2 ** 23)
+        return b
+    from lowbit.formats.registry import get_format
+
+    e4m3 = get_format("fp8_e4m3")
+    b.mode, b.tensor_scale, b.fmt_max = 1, int(fmt.tensor_scale), elem.max
+    b.tensor_div, b.e4m3 = e4m3.max * elem.max, _elem(e4m3, "nearest", True)
+    return b
+
+
+def _element_ok(fmt, rounding: str) -> str | None:
+    if fmt.kind == "float":
+        if fmt.man_bits >= 23 or fmt.emax + 2 - fmt.man_bits + 23 > 127:
+            return f"{fmt.name} (needs the integer rounding path)"
+        return None if rounding == "nearest" else f"rounding={rounding!r} for a minifloat"
+    if fmt.kind == "int":
+        if not fmt.signed:
+            return f"{fmt.name} (asymmetric, zero point)"
+        return None if rounding in ROUND_CODES else f"rounding={rounding!r}"
+    return f"{fmt.kind} formats"
+
+
+def unsupported(x: torch.Tensor, spec, scale, noise, values) -> str | None:
+    """Why the native kernels cannot run this call (None: they can)."""
+    if x.device.type != "cpu":
+        return f"device {x.device.type}"
+    if noise is not None or values is not None:
+        return "stochastic rounding / codebook values"
+    fmt = spec.format
+    elem = fmt.element if spec.scaling == "block" else fmt
+    why = _element_ok(elem, spec.rounding)
+    if why:
+        return why
+    if spec.scaling == "channel" and (x.dim() == 0 or spec.axis % x.dim() != 0):
+        return "channel scaling along an axis other than 0"
+    if scale is not None and spec.scaling != "none":
+        ok = (spec.scaling == "tensor" and isinstance(scale, torch.Tensor) and scale.numel() == 1
+              and scale.dtype == torch.float32 and scale.device.type == "cpu" and scale.dim() <= x.dim())
+        if not ok:
+            return "a given scale other than a one-element fp32 tensor with per-tensor scaling"
+    return None
+
+
+# ---- calls ---------------------------------------------------------------------------------------
+def _threads(n: int) -> int:
+    return max(1, min(torch.get_num_threads(), n // MIN_PER_THREAD))
+
+
+def run(x: torch.Tensor, spec, scale, want_mask: bool, out: torch.Tensor | None = None):
+    """Quantize-dequantize ``x`` (blocked already for group/block scaling) -> (q, mask or None).
+
+    ``out`` (same shape as ``x``) receives the result when given.
+    """
+    lib = _load()
+    dtype = x.dtype
+    xf = x.float().contiguous() if dtype != torch.float32 or not x.is_contiguous() else x
+    direct = out is not None and out.dtype == torch.float32 and out.is_contiguous()
+    q = out if direct else torch.empty(xf.shape, dtype=torch.float32)
+    mask = torch.empty(xf.shape, dtype=torch.bool) if want_mask else None
+    n = xf.numel()
+    if n:
+        mp = mask.data_ptr() if mask is not None else None
+        nt = (SCHED_NT if n * 4 >= NT_MIN_BYTES and q.data_ptr() % 64 == 0 else 0) | sched_extra
+        fmt = spec.format
+        if spec.scaling in ("none", "tensor"):
+            mode = 0 if spec.scaling == "none" else (1 if scale is not None else 2)
+            s = float(scale.reshape(())) if mode == 1 else 1.0
+            lib.lowbit_qdq_tensor(xf.data_ptr(), q.data_ptr(), mp, n, _elem(fmt, spec.rounding, spec.saturate),
+                                  mode, s, fmt.max, int(spec.pow2_scale), _threads(n), nt, None)
+        else:
+            bs = xf.shape[-1] if spec.scaling != "channel" else n // xf.shape[0]
+            elem = fmt.element if spec.scaling == "block" else fmt
+            sat = True if spec.scaling == "block" else spec.saturate
+            lib.lowbit_qdq_blocks(xf.data_ptr(), q.data_ptr(), mp, n // bs, bs, _elem(elem, spec.rounding, sat),
+                                  _blk(spec), _threads(n), nt)
+    if dtype != torch.float32:
+        q = q.to(dtype)
+    if out is not None and not direct:
+        out.copy_(q)
+        q = out
+    return q, mask

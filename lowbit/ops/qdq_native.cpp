@@ -1,0 +1,449 @@
+// lowbit's native CPU kernels for quantize-dequantize (built and loaded by lowbit/ops/native.py).
+//
+// Each function mirrors, operation for operation, the pure-torch reference in lowbit/formats/cast.py
+// and lowbit/ops/scaling.py: the same IEEE fp32 operations (divisions stay divisions, no FMA
+// contraction: built with -ffp-contract=off, never -ffast-math) and the same integer arithmetic on
+// fp32 encodings, so the results are bit-identical to the eager path (tests/test_native.py checks it).
+//
+// What they add is the memory schedule: explicit 16-lane vectors (GCC vector extensions, lowered to
+// AVX-512, AVX2 or SSE by -march=native), block scales computed 16 blocks at a time while the blocks
+// sit in L1, non-temporal stores for outputs larger than the last-level cache, and a second pass that
+// walks each thread's range backwards, so the part of the input the first (amax) pass left in the
+// cache is read from there.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int W = 16;                                   // lanes per vector
+constexpr int64_t CHUNK = 16384;                         // elements per step of the backward pass
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint8_t vb __attribute__((vector_size(16)));
+
+struct Elem {                // an element format; field order and types match native.py's _Elem
+    int32_t kind;            // 0 minifloat (round-to-nearest by the FPU), 1 integer grid
+    int32_t rounding;        // integers: 0 nearest-even, 1 toward zero
+    int32_t subnormals, low_emin, saturate, no_negzero, has_frac;
+    int32_t emin_f, shift_add, ftz_c;
+    float clamp_hi, maxv, ovf, frac_mul, qmin, qmax, step, lo, hi;
+};
+
+struct Blk {                 // block-scale rule; matches native.py's _Blk
+    int32_t mode;            // 0 MX (E8M0 shared exponent), 1 E4M3 block scale (NVFP4), 2 group amax/max
+    int32_t rule;            // MX: 0 floor, 1 ceil, 2 rceil
+    int32_t elem_emax, rceil_e, frac_max, tensor_scale, pow2;
+    float fmt_max, tensor_div;
+    Elem e4m3;
+};
+
+inline vf splat(float s) { return vf{} + s; }
+inline vi splati(int32_t s) { return vi{} + s; }
+inline vf ld(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+inline vf ld_part(const float* p, int k) { vf v = {}; for (int i = 0; i < k; ++i) v[i] = p[i]; return v; }
+inline vi bits(vf v) { return (vi)v; }
+inline vf flt(vi v) { return (vf)v; }
+inline vf vabs(vf v) { return flt(bits(v) & 0x7FFFFFFF); }
+inline vf vcopysign(vf mag, vf sgn) { return flt((bits(mag) & 0x7FFFFFFF) | (bits(sgn) & (int32_t)0x80000000)); }
+
+inline void st(float* p, vf v, bool nt) {
+#if defined(__AVX512F__)
+    if (nt) { _mm512_stream_ps(p, (__m512)v); return; }
+#elif defined(__AVX__)
+    if (nt) {
+        __m256 a, b;
+        std::memcpy(&a, &v, 32);
+        std::memcpy(&b, reinterpret_cast<char*>(&v) + 32, 32);
+        _mm256_stream_ps(p, a);
+        _mm256_stream_ps(p + 8, b);
+        return;
+    }
+#endif
+    std::memcpy(p, &v, sizeof v);
+}
+inline void st_part(float* p, vf v, int k) { for (int i = 0; i < k; ++i) p[i] = v[i]; }
+inline void fence(bool nt) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (nt) _mm_sfence();
+#else
+    (void)nt;
+#endif
+}
+inline void st_mask(uint8_t* m, vi c, int k) {
+    vb b = __builtin_convertvector(c & 1, vb);
+    if (k == W) std::memcpy(m, &b, W);
+    else for (int i = 0; i < k; ++i) m[i] = b[i];
+}
+
+// ---- element casts (cast.py: _float_cast_magic + _finish, int_cast) -----------------------------
+inline vf finish(vf q, vf y, const Elem& p) {
+    vf mx = splat(p.maxv);
+    q = q > mx ? (p.saturate ? mx : splat(p.ovf)) : q;   // NaN compares false: NaN stays NaN
+    q = vcopysign(q, y);
+    if (p.no_negzero) q = q == 0 ? splat(0.0f) : q;
+    return q;
+}
+
+inline vf cast_float(vf y, const Elem& p) {
+    vf ax = vabs(y);
+    vf chi = splat(p.clamp_hi);
+    ax = ax > chi ? chi : ax;
+    vi ef = bits(ax) & 0x7F800000;
+    if (p.low_emin) {
+        vi efs = (bits(ax * 0x1p64f) & 0x7F800000) - (64 << 23);
+        ef = ax < splat(0x1p-126f) ? efs : ef;
+    }
+    vi emin_f = splati(p.emin_f);
+    vi c;
+    if (p.subnormals) c = (ef < emin_f ? emin_f : ef) + p.shift_add;
+    else c = ef < emin_f ? splati(p.ftz_c) : ef + p.shift_add;
+    vf cf = flt(c);
+    vf q = (ax + cf) - cf;
+    return finish(q, y, p);
+}
+
+inline vf cast_int(vf y, const Elem& p) {
+    if (p.has_frac) y = y * p.frac_mul;
+    vf ay = vabs(y), T = splat(0x1p23f), r;
+    if (p.rounding == 0) r = ay < T ? (ay + T) - T : ay;     // ties to even (ulp of 2^23 is 1)
+    else r = ay < T ? __builtin_convertvector(__builtin_convertvector(ay, vi), vf) : ay;
+    r = vcopysign(r, y);
+    vf lo = splat(p.qmin), hi = splat(p.qmax);
+    r = r < lo ? lo : r;
+    r = r > hi ? hi : r;
+    r = r == 0 ? splat(0.0f) : r;
+    if (p.has_frac) r = r * p.step;
+    return r;
+}
+
+template <int KIND>
+inline vf cast(vf y, const Elem& p) { return KIND == 0 ? cast_float(y, p) : cast_int(y, p); }
+
+// ---- scales (scaling.py: element_scale, pow2_ceil, mx_shared_exp, _pow2, block_scales) ----------
+inline float f_of(int32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
+inline int32_t b_of(float f) { int32_t b; std::memcpy(&b, &f, 4); return b; }
+
+inline vf pow2_ceil(vf s) {
+    vf r = flt((bits(s) + 0x7FFFFF) & 0x7F800000);
+    vf top = splat(0x1p127f);
+    return r > top ? top : r;
+}
+
+inline vf amax_scale(vf amax, float fmt_max, int pow2) {        // element_scale
+    vf s = amax / fmt_max;
+    s = s > 0 ? s : splat(1.0f);
+    return pow2 ? pow2_ceil(s) : s;
+}
+
+inline vf mx_scale(vf amax, vi bad, const Blk& b) {
+    vi sub = amax < splat(0x1p-126f);
+    vi bb = bits(sub ? amax * 0x1p64f : amax);
+    vi e = ((bb >> 23) & 0xFF) - 127 - (sub & 64);
+    vi frac = bb & 0x7FFFFF;
+    if (b.rule == 0) e = e - b.elem_emax;
+    else if (b.rule == 1) e = e + ((frac != 0) & 1) - b.elem_emax;
+    else e = e - b.rceil_e + ((frac > b.frac_max) & 1);
+    e = e < -127 ? splati(-127) : e;
+    e = e > 127 ? splati(127) : e;
+    vi k = e + 149;
+    k = k < 0 ? splati(0) : k;
+    k = k > 22 ? splati(22) : k;
+    vi pw = e >= -126 ? (e + 127) << 23 : splati(1) << k;
+    return bad ? splat(__builtin_nanf("")) : flt(pw);
+}
+
+inline vf nv_scale(vf amax, vi bad, float st, const Blk& b) {
+    vf sb = cast_float((amax / st) / b.fmt_max, b.e4m3);
+    return bad ? splat(__builtin_nanf("")) : sb * st;
+}
+
+// ---- threads -------------------------------------------------------------------------------------
+template <class F>
+void parallel(int nthreads, int64_t n, int64_t align, F&& body) {   // body(tid, begin, end)
+    int64_t per = (n + nthreads - 1) / nthreads;
+    per = (per + align - 1) / align * align;
+    if (nthreads <= 1 || n <= per) { body(0, 0, n); return; }
+    std::vector<std::thread> ts;
+    int t = 1;
+    for (int64_t b = per; b < n; b += per, ++t) ts.emplace_back(body, t, b, std::min(n, b + per));
+    body(0, 0, std::min(n, per));
+    for (auto& th : ts) th.join();
+}
+
+inline float range_finite_amax(const float* x, int64_t b, int64_t e) {
+    // max of the |x| bit patterns below Inf's (finite values order like their bits); 4 accumulators
+    vi m0 = {}, m1 = {}, m2 = {}, m3 = {};
+    auto fin = [](vf v) { vi a = bits(v) & 0x7FFFFFFF; return a < 0x7F800000 ? a : 0; };
+    int64_t i = b;
+    for (; i + 4 * W <= e; i += 4 * W) {
+        vi a0 = fin(ld(x + i)), a1 = fin(ld(x + i + W)), a2 = fin(ld(x + i + 2 * W)), a3 = fin(ld(x + i + 3 * W));
+        m0 = a0 > m0 ? a0 : m0;
+        m1 = a1 > m1 ? a1 : m1;
+        m2 = a2 > m2 ? a2 : m2;
+        m3 = a3 > m3 ? a3 : m3;
+    }
+    for (; i < e; i += W) {
+        vi a = fin(i + W <= e ? ld(x + i) : ld_part(x + i, (int)(e - i)));
+        m0 = a > m0 ? a : m0;
+    }
+    m0 = m0 > m1 ? m0 : m1;
+    m2 = m2 > m3 ? m2 : m3;
+    m0 = m0 > m2 ? m0 : m2;
+    int32_t r = 0;
+    for (int l = 0; l < W; ++l) r = m0[l] > r ? m0[l] : r;
+    return f_of(r);
+}
+
+float finite_amax(const float* x, int64_t n, int nthreads) {
+    std::vector<float> part(nthreads, 0.0f);
+    parallel(nthreads, n, W, [&](int t, int64_t b, int64_t e) { part[t] = range_finite_amax(x, b, e); });
+    float m = 0.0f;
+    for (float v : part) m = v > m ? v : m;
+    return m;
+}
+
+// ---- schedule flags (the ``sched`` argument) --------------------------------------------------------
+constexpr int NT = 1;          // non-temporal stores
+constexpr int FORWARD = 2;     // second pass in forward order (ablation; the default walks backwards)
+
+// ---- per-tensor / direct: one element pass, optionally after an amax pass ------------------------
+template <int KIND, int SCALED, int MASK>
+void elem_range(const float* x, float* out, uint8_t* mask, int64_t b, int64_t e, const Elem& p, float s,
+                bool nt, bool backward) {
+    const float lo = SCALED ? p.lo * s : p.lo, hi = SCALED ? p.hi * s : p.hi;
+    const Elem pp = p;
+    auto step = [&](int64_t cb, int64_t ce) {
+        int64_t i = cb;
+        for (; i + W <= ce; i += W) {
+            vf v = ld(x + i);
+            vf q = SCALED ? cast<KIND>(v / s, pp) * s : cast<KIND>(v, pp);
+            st(out + i, q, nt);
+            if (MASK) st_mask(mask + i, (v >= lo) & (v <= hi), W);
+        }
+        if (i < ce) {
+            int k = (int)(ce - i);
+            vf v = ld_part(x + i, k);
+            vf q = SCALED ? cast<KIND>(v / s, pp) * s : cast<KIND>(v, pp);
+            st_part(out + i, q, k);
+            if (MASK) st_mask(mask + i, (v >= lo) & (v <= hi), k);
+        }
+    };
+    if (!backward) {
+        step(b, e);
+    } else {
+        int64_t nchunks = (e - b + CHUNK - 1) / CHUNK;
+        for (int64_t c = nchunks - 1; c >= 0; --c) step(b + c * CHUNK, std::min(e, b + (c + 1) * CHUNK));
+    }
+    fence(nt);
+}
+
+template <int KIND, int SCALED>
+void elem_range_m(const float* x, float* out, uint8_t* mask, int64_t b, int64_t e, const Elem& p, float s,
+                  bool nt, bool backward) {
+    if (mask) elem_range<KIND, SCALED, 1>(x, out, mask, b, e, p, s, nt, backward);
+    else elem_range<KIND, SCALED, 0>(x, out, mask, b, e, p, s, nt, backward);
+}
+
+template <int KIND>
+void tensor_kernel(const float* x, float* out, uint8_t* mask, int64_t n, const Elem& p, int mode, float s,
+                   float fmt_max, int pow2, int nthreads, int sched, float* scale_out) {
+    if (mode == 2) s = amax_scale(splat(finite_amax(x, n, nthreads)), fmt_max, pow2)[0];
+    if (scale_out) *scale_out = s;
+    bool back = mode == 2 && !(sched & FORWARD), nt = sched & NT;
+    parallel(nthreads, n, W, [&](int, int64_t b, int64_t e) {
+        if (mode == 0) elem_range_m<KIND, 0>(x, out, mask, b, e, p, 1.0f, nt, back);
+        else elem_range_m<KIND, 1>(x, out, mask, b, e, p, s, nt, back);
+    });
+}
+
+// ---- blocks: MX, NVFP4, groups --------------------------------------------------------------------
+// One level of a transpose-reduction: C's segments of 2h lanes hold A's and B's segments folded in half.
+template <int H>
+inline vi fold(vi a, vi b) {
+    vi p1, p2;
+    for (int l = 0; l < W; ++l) {
+        int base = l / (2 * H) * (2 * H), r = l - base;
+        p1[l] = r < H ? base + r : W + base + r - H;
+        p2[l] = r < H ? base + r + H : W + base + r;
+    }
+    vi x = __builtin_shuffle(a, b, p1), y = __builtin_shuffle(a, b, p2);
+    return x > y ? x : y;
+}
+
+// lane j of the result = the largest lane of m[j] (signed int32 max): 15 shuffle pairs for 16 vectors
+inline vi hmax16(const vi* m) {
+    vi l1[8], l2[4], l3[2];
+    for (int j = 0; j < 8; ++j) l1[j] = fold<8>(m[2 * j], m[2 * j + 1]);
+    for (int j = 0; j < 4; ++j) l2[j] = fold<4>(l1[2 * j], l1[2 * j + 1]);
+    for (int j = 0; j < 2; ++j) l3[j] = fold<2>(l2[2 * j], l2[2 * j + 1]);
+    vi r = fold<1>(l3[0], l3[1]);                      // lanes in bit-reversed block order
+    const vi rev = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+    return __builtin_shuffle(r, rev);
+}
+
+inline vf lane(vf v, int64_t j) { return __builtin_shuffle(v, splati((int32_t)j)); }
+
+// Amaxes of the blocks [g0, g1) (at most W) as the |x| bit patterns, one lane per block: NaN > Inf >
+// every finite value, so a block holding NaN or Inf has amax >= Inf's pattern. FINITE (groups): the
+// finite amax instead. ``fin`` (if given) accumulates the finite amax of every element.
+template <int FINITE, int BS>
+inline vi group_amax(const float* x, int64_t g0, int64_t g1, int64_t bs_, vi* fin) {
+    const int64_t bs = BS ? BS : bs_;
+    vi m[W];
+    for (int64_t j = g0; j < g0 + W; ++j) {
+        vi mj = {};
+        if (j < g1) {
+            const float* xb = x + j * bs;
+            for (int64_t i = 0; i < bs; i += W) {
+                vi a = bits(i + W <= bs ? ld(xb + i) : ld_part(xb + i, (int)(bs - i))) & 0x7FFFFFFF;
+                vi af = a < 0x7F800000 ? a : 0;
+                if (fin) *fin = af > *fin ? af : *fin;
+                a = FINITE ? af : a;
+                mj = a > mj ? a : mj;
+            }
+        }
+        m[j - g0] = mj;
+    }
+    return hmax16(m);
+}
+
+// Runs ``fn(g0, g1)`` over the groups of W blocks in [b0, b1); backward: in chunks, last chunk first.
+template <class F>
+inline void for_groups(int64_t b0, int64_t b1, int64_t bs, bool backward, F&& fn) {
+    int64_t ng = (b1 - b0 + W - 1) / W;
+    int64_t per = backward ? std::max<int64_t>(1, CHUNK / (W * bs)) : ng;
+    int64_t nc = (ng + per - 1) / per;
+    for (int64_t c = nc - 1; c >= 0; --c)
+        for (int64_t g = c * per; g < std::min(ng, (c + 1) * per); ++g)
+            fn(b0 + g * W, std::min(b1, b0 + (g + 1) * W));
+}
+
+// First pass of a two-pass block format (NVFP4 with its tensor scale): every block's amax into
+// ``amaxes`` (so the second pass does not recompute it), and the range's finite amax.
+template <int BS>
+float block_amax_range(const float* x, int32_t* amaxes, int64_t b0, int64_t b1, int64_t bs) {
+    vi fin = {};
+    for_groups(b0, b1, bs, false, [&](int64_t g0, int64_t g1) {
+        vi ab = group_amax<0, BS>(x, g0, g1, bs, &fin);
+        for (int64_t j = g0; j < g1; ++j) amaxes[j] = ab[j - g0];
+    });
+    int32_t r = 0;
+    for (int l = 0; l < W; ++l) r = fin[l] > r ? fin[l] : r;
+    return f_of(r);
+}
+
+// 16 blocks at a time: their amaxes into one vector, their 16 scales computed as one vector, then
+// the elements quantized while the blocks are still in L1. MODE 0: MX, 1: NVFP4, 2: groups.
+template <int KIND, int MODE, int MASK, int BS>
+void block_range(const float* x, float* out, uint8_t* mask, const int32_t* amaxes, int64_t b0, int64_t b1,
+                 int64_t bs_, const Elem& p, const Blk& bk, float st_, bool nt, bool backward) {
+    const int64_t bs = BS ? BS : bs_;                          // BS > 0: the block size as a constant
+    const Elem pp = p;
+    const Blk bb = bk;
+    const bool ntb = nt && bs % W == 0;
+    for_groups(b0, b1, bs, backward, [&](int64_t g0, int64_t g1) {
+        vi ab;
+        if (amaxes) {
+            ab = vi{};
+            for (int64_t j = g0; j < g1; ++j) ab[j - g0] = amaxes[j];
+        } else {
+            ab = group_amax<MODE == 2, BS>(x, g0, g1, bs, nullptr);
+        }
+        vf amax = flt(ab);
+        vi bad = ab >= 0x7F800000;
+        vf sc, safe, mul = {};
+        if (MODE == 0) {
+            sc = mx_scale(amax, bad, bb);
+            safe = sc > 0 ? sc : splat(1.0f);
+            mul = 1.0f / safe;                                  // a power of two: x * (1/s) == x / s exactly
+        } else if (MODE == 1) {
+            sc = nv_scale(amax, bad, st_, bb);
+            safe = sc > 0 ? sc : splat(1.0f);
+        } else {
+            sc = amax_scale(amax, bb.fmt_max, bb.pow2);
+            safe = sc;
+        }
+        vf lov = pp.lo * sc, hiv = pp.hi * sc;
+        for (int64_t j = g0; j < g1; ++j) {
+            const float* xb = x + j * bs;
+            float* ob = out + j * bs;
+            vf s = lane(sc, j - g0), f = MODE == 0 ? lane(mul, j - g0) : lane(safe, j - g0);
+            vf lo = lane(lov, j - g0), hi = lane(hiv, j - g0);
+            for (int64_t i = 0; i < bs; i += W) {
+                int k = (int)std::min<int64_t>(W, bs - i);
+                vf v = k == W ? ld(xb + i) : ld_part(xb + i, k);
+                vf y = MODE == 0 ? v * f : v / f;
+                vf q = cast<KIND>(y, pp) * s;
+                if (k == W) st(ob + i, q, ntb); else st_part(ob + i, q, k);
+                if (MASK) st_mask(mask + j * bs + i, (v >= lo) & (v <= hi), k);
+            }
+        }
+    });
+    fence(nt);
+}
+
+template <int KIND, int MODE>
+void block_range_m(const float* x, float* out, uint8_t* mask, const int32_t* am, int64_t b0, int64_t b1, int64_t bs,
+                   const Elem& p, const Blk& bk, float st_, bool nt, bool backward) {
+    if (mask) block_range<KIND, MODE, 1, 0>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt, backward);
+    else if (bs == 16) block_range<KIND, MODE, 0, 16>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt, backward);
+    else if (bs == 32) block_range<KIND, MODE, 0, 32>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt, backward);
+    else block_range<KIND, MODE, 0, 0>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt, backward);
+}
+
+template <int KIND>
+void block_kernel(const float* x, float* out, uint8_t* mask, int64_t nblocks, int64_t bs, const Elem& p,
+                  const Blk& bk, int nthreads, int sched) {
+    float st_ = 1.0f;
+    bool two_pass = bk.mode == 1 && bk.tensor_scale, nt = sched & NT;
+    std::vector<int32_t> amaxes;
+    if (two_pass) {                                            // NVFP4's fp32 tensor scale
+        amaxes.resize(nblocks);
+        std::vector<float> part(nthreads, 0.0f);
+        parallel(nthreads, nblocks, W, [&](int t, int64_t b, int64_t e) {
+            part[t] = bs == 16 ? block_amax_range<16>(x, amaxes.data(), b, e, bs)
+                               : block_amax_range<0>(x, amaxes.data(), b, e, bs);
+        });
+        float m = 0.0f;
+        for (float v : part) m = v > m ? v : m;
+        st_ = m / bk.tensor_div;
+        st_ = st_ > 0 ? st_ : 1.0f;
+    }
+    const int32_t* am = two_pass ? amaxes.data() : nullptr;
+    bool back = two_pass && !(sched & FORWARD);
+    parallel(nthreads, nblocks, W, [&](int, int64_t b, int64_t e) {
+        if (bk.mode == 0) block_range_m<KIND, 0>(x, out, mask, am, b, e, bs, p, bk, st_, nt, back);
+        else if (bk.mode == 1) block_range_m<KIND, 1>(x, out, mask, am, b, e, bs, p, bk, st_, nt, back);
+        else block_range_m<KIND, 2>(x, out, mask, am, b, e, bs, p, bk, st_, nt, back);
+    });
+}
+
+}  // namespace
+
+extern "C" {
+
+int lowbit_native_abi() { return 2; }
+
+float lowbit_finite_amax(const float* x, int64_t n, int nthreads) { return finite_amax(x, n, nthreads); }
+
+// Per-tensor scale (mode 2: from the finite amax; 1: the given ``scale``) or none (mode 0).
+void lowbit_qdq_tensor(const float* x, float* out, uint8_t* mask, int64_t n, const Elem* p, int mode,
+                       float scale, float fmt_max, int pow2, int nthreads, int sched, float* scale_out) {
+    if (p->kind == 0) tensor_kernel<0>(x, out, mask, n, *p, mode, scale, fmt_max, pow2, nthreads, sched, scale_out);
+    else tensor_kernel<1>(x, out, mask, n, *p, mode, scale, fmt_max, pow2, nthreads, sched, scale_out);
+}
+
+// ``nblocks`` contiguous blocks of ``bs`` elements, each with its own scale (MX, NVFP4, groups).
+void lowbit_qdq_blocks(const float* x, float* out, uint8_t* mask, int64_t nblocks, int64_t bs, const Elem* p,
+                       const Blk* b, int nthreads, int sched) {
+    if (p->kind == 0) block_kernel<0>(x, out, mask, nblocks, bs, *p, *b, nthreads, sched);
+    else block_kernel<1>(x, out, mask, nblocks, bs, *p, *b, nthreads, sched);
+}
+
+}  // extern "C"

@@ -1,0 +1,209 @@
+"""The native C++ kernels equal the eager reference bit for bit (NaN-aware, -0 distinct from +0).
+
+The eager kernels are proven against ml_dtypes, torch's float8 dtypes and a float64 reference
+elsewhere (test_casts_oracle.py, test_mx_nvfp4.py); here the native ones are held to the eager ones on
+every probe point of every format they cover (values, ties, boundaries, fp32 specials), on random
+fp32 bit patterns, and through every schedule they can take: threads, non-temporal stores, the
+backward second pass, tails shorter than a vector, masks for the clipped STE, out=, fp16/bf16.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_same, probe_points, rand_f32, t
+from lowbit import get_format, quantize
+from lowbit.ops import kernels, native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"native kernels unavailable: "
+                                                                f"{native.unavailable_reason()}")
+
+ELEMENT_FORMATS = ["fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1", "fp16", "e3m0", "e1m0", "e2m0",
+                   "e4m3fnuz", "e5m2fnuz", "e7m1", "e3m4_ftz", "e4m3_b11", "e2m1_ftz", "e6m9", "e5m2_b140", "e4m3_b133_ftz",
+                   "int2", "int4", "int8", "int16"]
+BLOCK_FORMATS = ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8", "nvfp4"]
+
+
+def _same(x, name, what="", **kw):
+    e = quantize(x, name, backend="eager", **kw)
+    n = quantize(x, name, backend="native", **kw)
+    assert n.dtype == x.dtype and n.shape == x.shape
+    assert_same(n, e, x, f"{name} {kw} {what} native vs eager")
+
+
+def _mixed(n=4096, seed=0):
+    """Random bit patterns and wide magnitudes, with zeros, Inf, NaN and fp32 subnormals mixed in."""
+    return t(rand_f32(n, seed))
+
+
+@pytest.mark.parametrize("name", ELEMENT_FORMATS)
+def test_direct_cast_on_every_probe_point(name):
+    fmt = get_format(name)
+    x = t(np.concatenate([probe_points(fmt), rand_f32(1 << 14)]))
+    rounds = ["nearest", "zero"] if fmt.kind == "int" else ["nearest"]
+    for rounding in rounds:
+        for saturate in (True, False):
+            _same(x, name, scaling="none", rounding=rounding, saturate=saturate)
+
+
+@pytest.mark.parametrize("name", ELEMENT_FORMATS)
+def test_scaled_casts(name):
+    x = _mixed(3 * 4096 + 5).reshape(-1, 1) * torch.ones(1, 3)     # a tail shorter than a vector
+    for kw in (dict(scaling="tensor"), dict(scaling="tensor", pow2_scale=True),
+               dict(scaling="channel", axis=0), dict(scaling="group", group_size=3),
+               dict(scaling="group", group_size=32, axis=0, pad=True)):
+        _same(x, name, **kw)
+    finite = torch.randn(64, 48) * 3
+    _same(finite, name, scaling="tensor", scale=torch.tensor(0.037))        # a given (delayed) scale
+    _same(finite, name, scaling="tensor", saturate=False)
+
+
+@pytest.mark.parametrize("name", BLOCK_FORMATS)
+def test_block_formats(name):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(96, 320, generator=g) * torch.exp(torch.randn(96, 1, generator=g) * 8)
+    x[0, :32] = 0.0                                              # an all-zero block
+    x[1, 3], x[2, 40], x[3, 0] = float("nan"), float("inf"), -float("inf")
+    x[4] = torch.randn(320, generator=g) * 1e-41                 # fp32 subnormals
+    x[5] = torch.randn(320, generator=g) * 1e38                  # near fp32's max
+    x[6] = torch.arange(320) / 8.0 - 20                          # ties of many grids
+    _same(x, name)
+    _same(x, name, axis=0)                                       # blocks across rows (a layout copy)
+    _same(_mixed(32 * 1024).reshape(-1, 64), name)
+    for rule in ("ceil", "rceil"):
+        if get_format(name).scale == "e8m0":
+            fmt = dataclasses.replace(get_format(name), scale_rule=rule, name=f"{name}_{rule}")
+            _same(x, fmt)
+    for bs in (8, 48, 64):                                       # other block sizes, tails in a block
+        _same(x[:, :192], name, block_size=bs)
+    if get_format(name).element.kind == "int":
+        _same(x, name, rounding="zero")
+
+
+def test_nvfp4_without_tensor_scale():
+    fmt = dataclasses.replace(get_format("nvfp4"), tensor_scale=False, name="nvfp4_nots")
+    _same(torch.randn(64, 256) * 100, fmt)
+
+
+@pytest.mark.parametrize("name,kw", [("fp8_e4m3", dict(scaling="tensor")), ("int4", {}), ("mxfp4", {}),
+                                     ("nvfp4", {}), ("int8", dict(scaling="group", group_size=64)),
+                                     ("fp6_e2m3", dict(scaling="channel", axis=0))])
+def test_every_schedule_gives_the_same_bits(name, kw, monkeypatch):
+    """Threads, non-temporal stores and the pass order change the memory schedule, never a bit."""
+    x = torch.randn(1 << 20) * torch.exp(torch.randn(1 << 20))
+    x = x.reshape(1024, 1024)
+    x[7, 9], x[100, 3] = float("nan"), float("inf")
+    ref = quantize(x, name, backend="eager", **kw)
+    threads = torch.get_num_threads()
+    try:
+        for nthreads in (1, 2, 3):
+            torch.set_num_threads(nthreads)
+            for nt_bytes in (0, 1 << 62):
+                for extra in (0, native.SCHED_FORWARD):
+                    monkeypatch.setattr(native, "NT_MIN_BYTES", nt_bytes)
+                    monkeypatch.setattr(native, "MIN_PER_THREAD", 1 << 12)
+                    monkeypatch.setattr(native, "sched_extra", extra)
+                    out = torch.full_like(x, 7.0)
+                    quantize(x, name, backend="native", out=out, **kw)
+                    assert_same(out, ref, x, f"{name} threads={nthreads} nt={nt_bytes == 0} sched+{extra}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name,kw", [("fp8_e4m3", dict(scaling="tensor")), ("int4", dict(scaling="channel", axis=0)),
+                                     ("mxfp4", {}), ("nvfp4", {}), ("fp4_e2m1", {}),
+                                     ("int8", dict(scaling="group", group_size=24))])
+def test_clipped_ste_masks_match(name, kw):
+    x = torch.randn(40, 96, generator=torch.Generator().manual_seed(0)) * 4
+    x[0, 0] = 1e30
+    x[1, :32] = torch.linspace(-7, 7, 32)  # on fp4's clip bounds (6 + half a gap), in an MX block of scale 1
+    grads = []
+    for backend in ("eager", "native"):
+        xx = x.clone().requires_grad_(True)
+        q = quantize(xx, name, backend=backend, grad="clipped", **kw)
+        q.backward(torch.arange(q.numel(), dtype=torch.float32).reshape(q.shape))
+        grads.append((q.detach(), xx.grad))
+    assert_same(grads[1][0], grads[0][0], x, f"{name} forward")
+    assert torch.equal(grads[1][1], grads[0][1]), f"{name}: clipped-STE gradients differ"
+    assert (grads[1][1] == 0).any() and (grads[1][1] != 0).any()   # the mask is not trivial
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_and_layouts(dtype):
+    x = (torch.randn(64, 96) * 10).to(dtype)
+    for name, kw in (("fp8_e4m3", dict(scaling="tensor")), ("mxfp4", {}), ("int4", {})):
+        _same(x, name, **kw)
+        _same(x.t(), name, "non-contiguous", **kw)
+        out = torch.empty_like(x)
+        quantize(x, name, backend="native", out=out, **kw)
+        assert_same(out, quantize(x, name, backend="eager", **kw), x, f"{name} out= {dtype}")
+    _same(torch.randn(128, 64)[:, ::2], "nvfp4", "strided fp32")
+    _same(torch.randn(0, 32), "mxfp4", "empty")
+    _same(torch.tensor(3.3), "int8", "0-dim")
+
+
+def test_auto_uses_native_where_it_applies_and_falls_back_elsewhere():
+    x = torch.randn(64, 64)
+    spec_native = quantize.__globals__["make_spec"]("fp8_e4m3", scaling="tensor")
+    assert kernels._choose(x, spec_native, None, None, None, "auto") == "native"
+    for name, kw in (("uint4", {}), ("fp8_e4m3", dict(rounding="stochastic")), ("bf16", {}),
+                     ("nf4", {}), ("int8", dict(scaling="channel", axis=1))):
+        spec = quantize.__globals__["make_spec"](name, **kw)
+        noise = torch.rand_like(x) if spec.rounding == "stochastic" else None
+        values = torch.tensor(spec.format.values) if spec.format.kind == "codebook" else None
+        assert native.unsupported(x, spec, None, noise, values), name
+        assert kernels._choose(x, spec, None, noise, values, "auto") in ("eager", "compiled")
+        with pytest.raises(ValueError, match="backend='native' cannot run this call"):
+            quantize(x, name, backend="native", **kw)
+
+
+def test_without_a_compiler_auto_falls_back(monkeypatch, tmp_path):
+    """No C++ compiler: available() says why, and auto gives the same numbers through the other kernels."""
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_broken", None)
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    assert not native.available()
+    assert "no C++ compiler" in native.unavailable_reason()
+    x = torch.randn(32, 64)
+    want = quantize(x, "mxfp4", backend="eager")
+    assert_same(quantize(x, "mxfp4"), want, x, "auto without native")
+    with pytest.raises(ValueError, match="no C\\+\\+ compiler"):
+        quantize(x, "mxfp4", backend="native")
+
+
+def test_build_is_cached_per_machine(monkeypatch, tmp_path):
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_broken", None)
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    assert native.available(), native.unavailable_reason()
+    libs = list((tmp_path / "native").glob("qdq_native_*.so"))
+    assert len(libs) == 1
+    stamp = libs[0].stat().st_mtime_ns
+    monkeypatch.setattr(native, "_lib", None)
+    assert native.available() and libs[0].stat().st_mtime_ns == stamp       # loaded, not rebuilt
+    assert not [p for p in (tmp_path / "native").iterdir() if p.suffix != ".so"]   # no temporary left
+
+
+def test_nvfp4_block_scales_at_e4m3_ties():
+    """Block amaxes whose scale (amax / tensor scale / 6) lands on or next to every E4M3 midpoint, with
+    a tensor scale that is not a power of two: the order of the two divisions matters there."""
+    e4m3 = get_format("fp8_e4m3")
+    v = np.asarray(e4m3.values(), dtype=np.float64)
+    v = v[v > 0]
+    mids = np.concatenate([(v[1:] + v[:-1]) / 2, v])
+    st = np.float32(np.float32(1000.0) / np.float32(2688.0))
+    a = (mids * 6 * np.float64(st)).astype(np.float32)
+    a = np.concatenate([a] + [np.nextafter(a, np.float32(np.inf)) for _ in range(1)]
+                       + [np.nextafter(a, np.float32(0))])
+    for k in range(2, 6):                                           # a few more ulps either way
+        a = np.concatenate([a, (a.view(np.int32) + k).view(np.float32), (a.view(np.int32) - k).view(np.float32)])
+    a = a[(a > 0) & (a <= 1000)]
+    blocks = np.random.default_rng(0).uniform(-1, 1, (a.size, 16)).astype(np.float32) * a[:, None]
+    blocks[:, 0] = a
+    blocks[0, 1] = 1000.0                                           # the tensor amax
+    _same(t(blocks), "nvfp4")
