@@ -3,8 +3,8 @@
 The eager kernels are proven against ml_dtypes, torch's float8 dtypes and a float64 reference
 elsewhere (test_casts_oracle.py, test_mx_nvfp4.py); here the native ones are held to the eager ones on
 every probe point of every format they cover (values, ties, boundaries, fp32 specials), on random
-fp32 bit patterns, and through every schedule they can take: threads, non-temporal stores, the
-backward second pass, tails shorter than a vector, masks for the clipped STE, out=, fp16/bf16.
+fp32 bit patterns, and through every schedule they can take: threads, non-temporal stores, tails
+shorter than a vector, masks for the clipped STE, out=, fp16/bf16.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_nvfp4_without_tensor_scale():
                                      ("nvfp4", {}), ("int8", dict(scaling="group", group_size=64)),
                                      ("fp6_e2m3", dict(scaling="channel", axis=0))])
 def test_every_schedule_gives_the_same_bits(name, kw, monkeypatch):
-    """Threads, non-temporal stores and the pass order change the memory schedule, never a bit."""
+    """Threads and non-temporal stores change the memory schedule, never a bit."""
     x = torch.randn(1 << 20) * torch.exp(torch.randn(1 << 20))
     x = x.reshape(1024, 1024)
     x[7, 9], x[100, 3] = float("nan"), float("inf")
@@ -102,13 +102,11 @@ def test_every_schedule_gives_the_same_bits(name, kw, monkeypatch):
         for nthreads in (1, 2, 3):
             torch.set_num_threads(nthreads)
             for nt_bytes in (0, 1 << 62):
-                for extra in (0, native.SCHED_FORWARD):
-                    monkeypatch.setattr(native, "NT_MIN_BYTES", nt_bytes)
-                    monkeypatch.setattr(native, "MIN_PER_THREAD", 1 << 12)
-                    monkeypatch.setattr(native, "sched_extra", extra)
-                    out = torch.full_like(x, 7.0)
-                    quantize(x, name, backend="native", out=out, **kw)
-                    assert_same(out, ref, x, f"{name} threads={nthreads} nt={nt_bytes == 0} sched+{extra}")
+                monkeypatch.setattr(native, "NT_MIN_BYTES", nt_bytes)
+                monkeypatch.setattr(native, "MIN_PER_THREAD", 1 << 12)
+                out = torch.full_like(x, 7.0)
+                quantize(x, name, backend="native", out=out, **kw)
+                assert_same(out, ref, x, f"{name} threads={nthreads} nt={nt_bytes == 0}")
     finally:
         torch.set_num_threads(threads)
 
@@ -207,3 +205,64 @@ def test_nvfp4_block_scales_at_e4m3_ties():
     blocks[:, 0] = a
     blocks[0, 1] = 1000.0                                           # the tensor amax
     _same(t(blocks), "nvfp4")
+
+
+def _fresh_build(monkeypatch, tmp_path, variants=None):
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_broken", None)
+    monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
+    if variants is not None:
+        monkeypatch.setattr(native, "VARIANTS", variants)
+    assert native.available(), native.unavailable_reason()
+
+
+def test_without_openmp_the_own_pool_gives_the_same_bits(monkeypatch, tmp_path):
+    """The build without -fopenmp runs on the kernels' own thread pool; also from two Python threads
+    at once (the second caller runs its parts serially)."""
+    import threading
+
+    _fresh_build(monkeypatch, tmp_path, (["-march=native"], []))
+    monkeypatch.setattr(native, "MIN_PER_THREAD", 1 << 10)
+    x = torch.randn(512, 512) * 5
+    want = {n: quantize(x, n, backend="eager") for n in ("int8", "mxfp4", "nvfp4")}
+    errors = []
+
+    def work():
+        try:
+            for _ in range(5):
+                for n, w in want.items():
+                    assert_same(quantize(x, n, backend="native"), w, x, f"{n} pool")
+        except AssertionError as e:     # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work) for _ in range(2)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("openmp", [True, False], ids=["openmp", "pool"])
+def test_a_forked_child_can_use_the_kernels(monkeypatch, tmp_path, openmp):
+    """After the parent used its threads, a fork()ed child (DataLoader workers, forked sweeps) still runs the
+    kernels (on the own pool: GNU OpenMP hangs in such a child, torch's own ops too)."""
+    import multiprocessing as mp
+
+    if not openmp:
+        _fresh_build(monkeypatch, tmp_path, (["-march=native"], []))
+    monkeypatch.setattr(native, "MIN_PER_THREAD", 1 << 10)
+    x = torch.randn(256, 256)
+    quantize(x, "mxfp4", backend="native")                       # threads started in the parent
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(x, q))
+    p.start()
+    got = q.get(timeout=60)
+    p.join(10)
+    assert p.exitcode == 0, f"child exit code {p.exitcode}"
+    assert_same(got, quantize(x, "mxfp4", backend="eager"), x, "forked child")
+
+
+def _child(x, q):
+    q.put(quantize(x, "mxfp4", backend="native").numpy())

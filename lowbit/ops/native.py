@@ -3,7 +3,7 @@
 The C++ kernels repeat the reference arithmetic of :mod:`lowbit.formats.cast` and
 :mod:`lowbit.ops.scaling` operation for operation (bit-identical, tested in tests/test_native.py);
 they exist for speed: 16-lane vectors, block scales computed 16 blocks at a time, non-temporal
-stores for large outputs and a cache-friendly second pass for per-tensor scales.
+stores for outputs larger than the last-level cache, and torch's OpenMP threads.
 
 Covered (everything else goes to the compiled/eager kernels, see :func:`unsupported`):
     element formats  minifloats with round-to-nearest (any ExMy with E <= 7 and fp16; not bf16/fp32),
@@ -12,8 +12,9 @@ Covered (everything else goes to the compiled/eager kernels, see :func:`unsuppor
                      axis 0, and the MX / NVFP4 block formats;
     inputs           CPU tensors in fp32 (fp16/bf16 are computed in fp32 and cast back, as eager does).
 
-Build: the C++ compiler from ``$CXX`` (else g++, c++, clang++) with ``-O3 -march=native
--ffp-contract=off``; the library is cached under ``$LOWBIT_CACHE_DIR`` (default
+Build: the C++ compiler from ``$CXX`` (else g++, c++, clang++) with ``-O3 -march=native -fopenmp
+-ffp-contract=off`` (the OpenMP runtime resolves to the one torch has loaded, so the kernels share
+torch's threads; without OpenMP they use their own pool); the library is cached under ``$LOWBIT_CACHE_DIR`` (default
 ``~/.cache/lowbit``), keyed by the source, the compiler, the flags and the CPU, and written
 atomically, so concurrent processes can build it at once. No compiler: :func:`available` says why and
 the ``auto`` backend uses the other kernels.
@@ -34,11 +35,27 @@ import torch
 
 SOURCE = Path(__file__).with_name("qdq_native.cpp")
 ABI = 2
-NT_MIN_BYTES = 32 << 20      # outputs at least this large use non-temporal stores (they bypass the cache)
-SCHED_NT, SCHED_FORWARD = 1, 2   # schedule flags of the C++ kernels (FORWARD: an ablation for benchmarks)
-sched_extra = 0              # flags OR-ed into every call (benchmarks set it)
 MIN_PER_THREAD = 1 << 16     # elements per thread below which fewer threads are used
+SCHED_NT = 1                 # schedule flag of the C++ kernels: non-temporal stores
+
+
+def _llc_bytes() -> int:
+    """Size of the last-level cache (Linux sysfs), else 32 MiB."""
+    best = 0
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            txt = f.read_text().strip().upper()
+            best = max(best, int(txt[:-1]) << {"K": 10, "M": 20, "G": 30}[txt[-1]] if txt[-1] in "KMG" else int(txt))
+        except (OSError, ValueError, KeyError):
+            continue
+    return best or 32 << 20
+
+
+# outputs at least as large as the last-level cache use non-temporal stores (they bypass the cache:
+# the output would not stay there anyway, and the input keeps its cache lines)
+NT_MIN_BYTES = _llc_bytes()
 _FLAGS = ["-O3", "-ffp-contract=off", "-std=c++17", "-shared", "-fPIC", "-pthread"]
+VARIANTS = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], [])   # tried in this order
 _lib = None
 _broken: str | None = None
 
@@ -87,8 +104,8 @@ def _build() -> Path:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
     src = SOURCE.read_bytes()
     last_err = ""
-    for arch in (["-march=native"], []):
-        flags = _FLAGS + arch
+    for variant in VARIANTS:
+        flags = _FLAGS + variant
         key = hashlib.sha256(src + version.encode() + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:20]
         lib = _cache_dir() / f"qdq_native_{key}.so"
         if lib.exists():
@@ -242,7 +259,7 @@ def run(x: torch.Tensor, spec, scale, want_mask: bool, out: torch.Tensor | None 
     n = xf.numel()
     if n:
         mp = mask.data_ptr() if mask is not None else None
-        nt = (SCHED_NT if n * 4 >= NT_MIN_BYTES and q.data_ptr() % 64 == 0 else 0) | sched_extra
+        nt = SCHED_NT if n * 4 >= NT_MIN_BYTES and q.data_ptr() % 64 == 0 else 0
         fmt = spec.format
         if spec.scaling in ("none", "tensor"):
             mode = 0 if spec.scaling == "none" else (1 if scale is not None else 2)

@@ -7,10 +7,19 @@
 //
 // What they add is the memory schedule: explicit 16-lane vectors (GCC vector extensions, lowered to
 // AVX-512, AVX2 or SSE by -march=native), block scales computed 16 blocks at a time while the blocks
-// sit in L1, non-temporal stores for outputs larger than the last-level cache, and a second pass that
-// walks each thread's range backwards, so the part of the input the first (amax) pass left in the
-// cache is read from there.
+// sit in L1 (for NVFP4, the block amaxes of the first pass are kept for the second), non-temporal
+// stores for outputs larger than the last-level cache, and torch's own OpenMP threads.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <new>
+#include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <cstdint>
 #include <cstring>
 #include <thread>
@@ -22,7 +31,6 @@
 namespace {
 
 constexpr int W = 16;                                   // lanes per vector
-constexpr int64_t CHUNK = 16384;                         // elements per step of the backward pass
 typedef float vf __attribute__((vector_size(64)));
 typedef int32_t vi __attribute__((vector_size(64)));
 typedef uint8_t vb __attribute__((vector_size(16)));
@@ -164,16 +172,116 @@ inline vf nv_scale(vf amax, vi bad, float st, const Blk& b) {
 }
 
 // ---- threads -------------------------------------------------------------------------------------
+// Built with -fopenmp (the default) the kernels run on torch's OpenMP threads. Without OpenMP, and
+// in a fork()ed child: a persistent pool (spawning a thread costs ~70 us here, more than the whole kernel on a 1 MiB
+// tensor). One parallel region at a time: a second caller (another Python thread) runs its parts
+// serially instead of waiting. After fork() the child gets a fresh pool (the parent's workers do not
+// exist there); the old one is leaked on purpose.
+class Pool {
+    std::mutex busy_, m_;
+    std::condition_variable work_, done_;
+    std::vector<std::thread> workers_;
+    std::atomic<uint64_t> gen_{0};
+    std::atomic<int> pending_{0};
+    const std::function<void(int)>* job_ = nullptr;   // published by the release store to gen_
+    int njob_ = 0;
+
+    template <class P>
+    static bool spin_until(P&& ready, int64_t micros) {   // a short spin: a futex wake-up costs ~25 us
+        auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+        for (int i = 1;; ++i) {
+            if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+            _mm_pause();
+#endif
+            if (i % 64 == 0 && std::chrono::steady_clock::now() > end) return false;
+        }
+    }
+
+    void worker(int id, uint64_t seen) {
+        for (;;) {
+            auto moved = [&] { return gen_.load(std::memory_order_acquire) != seen; };
+            if (!spin_until(moved, 50)) {
+                std::unique_lock<std::mutex> lk(m_);
+                work_.wait(lk, moved);
+            }
+            seen = gen_.load(std::memory_order_acquire);
+            if (id < njob_) {
+                (*job_)(id);
+                if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                    std::lock_guard<std::mutex> lk(m_);
+                    done_.notify_one();
+                }
+            }
+        }
+    }
+
+public:
+    void run(int n, const std::function<void(int)>& fn) {
+        std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+        if (n <= 1 || !busy.owns_lock()) {
+            for (int i = 0; i < n; ++i) fn(i);
+            return;
+        }
+        {
+            std::lock_guard<std::mutex> lk(m_);
+            while ((int)workers_.size() < n - 1) {
+                int id = (int)workers_.size() + 1;
+                uint64_t g = gen_.load();
+                workers_.emplace_back([this, id, g] { worker(id, g); });
+            }
+            job_ = &fn;
+            njob_ = n;
+            pending_.store(n - 1, std::memory_order_relaxed);
+            gen_.fetch_add(1, std::memory_order_release);
+        }
+        work_.notify_all();
+        fn(0);
+        auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+        if (!spin_until(finished, 2000)) {
+            std::unique_lock<std::mutex> lk(m_);
+            done_.wait(lk, finished);
+        }
+    }
+};
+
+Pool* pool_ = nullptr;
+std::mutex pool_mutex;
+bool forked = false;   // in a fork()ed child: GNU OpenMP hangs there once the parent used it (torch too)
+void after_fork_in_child() {
+    forked = true;
+    pool_ = nullptr;   // the parent's workers do not exist here; its pool is leaked
+    new (&pool_mutex) std::mutex();
+}
+struct AtFork {
+    AtFork() { pthread_atfork(nullptr, nullptr, after_fork_in_child); }
+} at_fork;
+Pool& pool() {
+    std::lock_guard<std::mutex> lk(pool_mutex);
+    if (!pool_) pool_ = new Pool();
+    return *pool_;
+}
+
 template <class F>
 void parallel(int nthreads, int64_t n, int64_t align, F&& body) {   // body(tid, begin, end)
-    int64_t per = (n + nthreads - 1) / nthreads;
-    per = (per + align - 1) / align * align;
-    if (nthreads <= 1 || n <= per) { body(0, 0, n); return; }
-    std::vector<std::thread> ts;
-    int t = 1;
-    for (int64_t b = per; b < n; b += per, ++t) ts.emplace_back(body, t, b, std::min(n, b + per));
-    body(0, 0, std::min(n, per));
-    for (auto& th : ts) th.join();
+    int64_t per = (n + nthreads - 1) / std::max(nthreads, 1);
+    per = std::max<int64_t>(align, (per + align - 1) / align * align);
+    int parts = (int)((n + per - 1) / per);
+    if (parts <= 1) { body(0, 0, n); return; }
+#ifdef _OPENMP
+    // torch's own OpenMP runtime (same soname, already loaded): its threads are the ones that are
+    // awake (spinning) right after a torch op, so they pick this work up at once
+    if (!forked) {
+#pragma omp parallel num_threads(parts)
+        {
+            int nth = omp_get_num_threads();
+            for (int t = omp_get_thread_num(); t < parts; t += nth) body(t, t * per, std::min(n, (t + 1) * per));
+        }
+        return;
+    }
+#endif
+    std::function<void(int)> fn = [&](int t) { body(t, t * per, std::min(n, (t + 1) * per)); };
+    pool().run(parts, fn);
 }
 
 inline float range_finite_amax(const float* x, int64_t b, int64_t e) {
@@ -210,12 +318,11 @@ float finite_amax(const float* x, int64_t n, int nthreads) {
 
 // ---- schedule flags (the ``sched`` argument) --------------------------------------------------------
 constexpr int NT = 1;          // non-temporal stores
-constexpr int FORWARD = 2;     // second pass in forward order (ablation; the default walks backwards)
 
 // ---- per-tensor / direct: one element pass, optionally after an amax pass ------------------------
 template <int KIND, int SCALED, int MASK>
 void elem_range(const float* x, float* out, uint8_t* mask, int64_t b, int64_t e, const Elem& p, float s,
-                bool nt, bool backward) {
+                bool nt) {
     const float lo = SCALED ? p.lo * s : p.lo, hi = SCALED ? p.hi * s : p.hi;
     const Elem pp = p;
     auto step = [&](int64_t cb, int64_t ce) {
@@ -234,20 +341,15 @@ void elem_range(const float* x, float* out, uint8_t* mask, int64_t b, int64_t e,
             if (MASK) st_mask(mask + i, (v >= lo) & (v <= hi), k);
         }
     };
-    if (!backward) {
-        step(b, e);
-    } else {
-        int64_t nchunks = (e - b + CHUNK - 1) / CHUNK;
-        for (int64_t c = nchunks - 1; c >= 0; --c) step(b + c * CHUNK, std::min(e, b + (c + 1) * CHUNK));
-    }
+    step(b, e);
     fence(nt);
 }
 
 template <int KIND, int SCALED>
 void elem_range_m(const float* x, float* out, uint8_t* mask, int64_t b, int64_t e, const Elem& p, float s,
-                  bool nt, bool backward) {
-    if (mask) elem_range<KIND, SCALED, 1>(x, out, mask, b, e, p, s, nt, backward);
-    else elem_range<KIND, SCALED, 0>(x, out, mask, b, e, p, s, nt, backward);
+                  bool nt) {
+    if (mask) elem_range<KIND, SCALED, 1>(x, out, mask, b, e, p, s, nt);
+    else elem_range<KIND, SCALED, 0>(x, out, mask, b, e, p, s, nt);
 }
 
 template <int KIND>
@@ -255,10 +357,10 @@ void tensor_kernel(const float* x, float* out, uint8_t* mask, int64_t n, const E
                    float fmt_max, int pow2, int nthreads, int sched, float* scale_out) {
     if (mode == 2) s = amax_scale(splat(finite_amax(x, n, nthreads)), fmt_max, pow2)[0];
     if (scale_out) *scale_out = s;
-    bool back = mode == 2 && !(sched & FORWARD), nt = sched & NT;
+    bool nt = sched & NT;
     parallel(nthreads, n, W, [&](int, int64_t b, int64_t e) {
-        if (mode == 0) elem_range_m<KIND, 0>(x, out, mask, b, e, p, 1.0f, nt, back);
-        else elem_range_m<KIND, 1>(x, out, mask, b, e, p, s, nt, back);
+        if (mode == 0) elem_range_m<KIND, 0>(x, out, mask, b, e, p, 1.0f, nt);
+        else elem_range_m<KIND, 1>(x, out, mask, b, e, p, s, nt);
     });
 }
 
@@ -313,15 +415,10 @@ inline vi group_amax(const float* x, int64_t g0, int64_t g1, int64_t bs_, vi* fi
     return hmax16(m);
 }
 
-// Runs ``fn(g0, g1)`` over the groups of W blocks in [b0, b1); backward: in chunks, last chunk first.
+// Runs ``fn(g0, g1)`` over the groups of W blocks in [b0, b1).
 template <class F>
-inline void for_groups(int64_t b0, int64_t b1, int64_t bs, bool backward, F&& fn) {
-    int64_t ng = (b1 - b0 + W - 1) / W;
-    int64_t per = backward ? std::max<int64_t>(1, CHUNK / (W * bs)) : ng;
-    int64_t nc = (ng + per - 1) / per;
-    for (int64_t c = nc - 1; c >= 0; --c)
-        for (int64_t g = c * per; g < std::min(ng, (c + 1) * per); ++g)
-            fn(b0 + g * W, std::min(b1, b0 + (g + 1) * W));
+inline void for_groups(int64_t b0, int64_t b1, F&& fn) {
+    for (int64_t g0 = b0; g0 < b1; g0 += W) fn(g0, std::min(b1, g0 + W));
 }
 
 // First pass of a two-pass block format (NVFP4 with its tensor scale): every block's amax into
@@ -329,7 +426,7 @@ inline void for_groups(int64_t b0, int64_t b1, int64_t bs, bool backward, F&& fn
 template <int BS>
 float block_amax_range(const float* x, int32_t* amaxes, int64_t b0, int64_t b1, int64_t bs) {
     vi fin = {};
-    for_groups(b0, b1, bs, false, [&](int64_t g0, int64_t g1) {
+    for_groups(b0, b1, [&](int64_t g0, int64_t g1) {
         vi ab = group_amax<0, BS>(x, g0, g1, bs, &fin);
         for (int64_t j = g0; j < g1; ++j) amaxes[j] = ab[j - g0];
     });
@@ -342,12 +439,12 @@ float block_amax_range(const float* x, int32_t* amaxes, int64_t b0, int64_t b1, 
 // the elements quantized while the blocks are still in L1. MODE 0: MX, 1: NVFP4, 2: groups.
 template <int KIND, int MODE, int MASK, int BS>
 void block_range(const float* x, float* out, uint8_t* mask, const int32_t* amaxes, int64_t b0, int64_t b1,
-                 int64_t bs_, const Elem& p, const Blk& bk, float st_, bool nt, bool backward) {
+                 int64_t bs_, const Elem& p, const Blk& bk, float st_, bool nt) {
     const int64_t bs = BS ? BS : bs_;                          // BS > 0: the block size as a constant
     const Elem pp = p;
     const Blk bb = bk;
     const bool ntb = nt && bs % W == 0;
-    for_groups(b0, b1, bs, backward, [&](int64_t g0, int64_t g1) {
+    for_groups(b0, b1, [&](int64_t g0, int64_t g1) {
         vi ab;
         if (amaxes) {
             ab = vi{};
@@ -390,11 +487,11 @@ void block_range(const float* x, float* out, uint8_t* mask, const int32_t* amaxe
 
 template <int KIND, int MODE>
 void block_range_m(const float* x, float* out, uint8_t* mask, const int32_t* am, int64_t b0, int64_t b1, int64_t bs,
-                   const Elem& p, const Blk& bk, float st_, bool nt, bool backward) {
-    if (mask) block_range<KIND, MODE, 1, 0>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt, backward);
-    else if (bs == 16) block_range<KIND, MODE, 0, 16>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt, backward);
-    else if (bs == 32) block_range<KIND, MODE, 0, 32>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt, backward);
-    else block_range<KIND, MODE, 0, 0>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt, backward);
+                   const Elem& p, const Blk& bk, float st_, bool nt) {
+    if (mask) block_range<KIND, MODE, 1, 0>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt);
+    else if (bs == 16) block_range<KIND, MODE, 0, 16>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt);
+    else if (bs == 32) block_range<KIND, MODE, 0, 32>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt);
+    else block_range<KIND, MODE, 0, 0>(x, out, mask, am, b0, b1, bs, p, bk, st_, nt);
 }
 
 template <int KIND>
@@ -416,11 +513,10 @@ void block_kernel(const float* x, float* out, uint8_t* mask, int64_t nblocks, in
         st_ = st_ > 0 ? st_ : 1.0f;
     }
     const int32_t* am = two_pass ? amaxes.data() : nullptr;
-    bool back = two_pass && !(sched & FORWARD);
     parallel(nthreads, nblocks, W, [&](int, int64_t b, int64_t e) {
-        if (bk.mode == 0) block_range_m<KIND, 0>(x, out, mask, am, b, e, bs, p, bk, st_, nt, back);
-        else if (bk.mode == 1) block_range_m<KIND, 1>(x, out, mask, am, b, e, bs, p, bk, st_, nt, back);
-        else block_range_m<KIND, 2>(x, out, mask, am, b, e, bs, p, bk, st_, nt, back);
+        if (bk.mode == 0) block_range_m<KIND, 0>(x, out, mask, am, b, e, bs, p, bk, st_, nt);
+        else if (bk.mode == 1) block_range_m<KIND, 1>(x, out, mask, am, b, e, bs, p, bk, st_, nt);
+        else block_range_m<KIND, 2>(x, out, mask, am, b, e, bs, p, bk, st_, nt);
     });
 }
 
