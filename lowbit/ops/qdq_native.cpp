@@ -379,7 +379,7 @@ inline vi fold(vi a, vi b) {
 }
 
 // lane j of the result = the largest lane of m[j] (signed int32 max): 15 shuffle pairs for 16 vectors
-inline vi hmax16(const vi* m) {
+__attribute__((always_inline)) inline vi hmax16(const vi* m) {
     vi l1[8], l2[4], l3[2];
     for (int j = 0; j < 8; ++j) l1[j] = fold<8>(m[2 * j], m[2 * j + 1]);
     for (int j = 0; j < 4; ++j) l2[j] = fold<4>(l1[2 * j], l1[2 * j + 1]);
@@ -428,7 +428,8 @@ float block_amax_range(const float* x, int32_t* amaxes, int64_t b0, int64_t b1, 
     vi fin = {};
     for_groups(b0, b1, [&](int64_t g0, int64_t g1) {
         vi ab = group_amax<0, BS>(x, g0, g1, bs, &fin);
-        for (int64_t j = g0; j < g1; ++j) amaxes[j] = ab[j - g0];
+        if (g1 - g0 == W) std::memcpy(amaxes + g0, &ab, sizeof ab);
+        else for (int64_t j = g0; j < g1; ++j) amaxes[j] = ab[j - g0];
     });
     int32_t r = 0;
     for (int l = 0; l < W; ++l) r = fin[l] > r ? fin[l] : r;
@@ -446,7 +447,9 @@ void block_range(const float* x, float* out, uint8_t* mask, const int32_t* amaxe
     const bool ntb = nt && bs % W == 0;
     for_groups(b0, b1, [&](int64_t g0, int64_t g1) {
         vi ab;
-        if (amaxes) {
+        if (amaxes && g1 - g0 == W) {
+            std::memcpy(&ab, amaxes + g0, sizeof ab);
+        } else if (amaxes) {
             ab = vi{};
             for (int64_t j = g0; j < g1; ++j) ab[j - g0] = amaxes[j];
         } else {
@@ -467,19 +470,24 @@ void block_range(const float* x, float* out, uint8_t* mask, const int32_t* amaxe
             safe = sc;
         }
         vf lov = pp.lo * sc, hiv = pp.hi * sc;
-        for (int64_t j = g0; j < g1; ++j) {
-            const float* xb = x + j * bs;
-            float* ob = out + j * bs;
-            vf s = lane(sc, j - g0), f = MODE == 0 ? lane(mul, j - g0) : lane(safe, j - g0);
-            vf lo = lane(lov, j - g0), hi = lane(hiv, j - g0);
+        auto one_block = [&](int64_t j) {                      // j: block index within the group
+            const float* xb = x + (g0 + j) * bs;
+            float* ob = out + (g0 + j) * bs;
+            vf s = lane(sc, j), f = MODE == 0 ? lane(mul, j) : lane(safe, j);
+            vf lo = lane(lov, j), hi = lane(hiv, j);
             for (int64_t i = 0; i < bs; i += W) {
                 int k = (int)std::min<int64_t>(W, bs - i);
                 vf v = k == W ? ld(xb + i) : ld_part(xb + i, k);
                 vf y = MODE == 0 ? v * f : v / f;
                 vf q = cast<KIND>(y, pp) * s;
                 if (k == W) st(ob + i, q, ntb); else st_part(ob + i, q, k);
-                if (MASK) st_mask(mask + j * bs + i, (v >= lo) & (v <= hi), k);
+                if (MASK) st_mask(mask + (g0 + j) * bs + i, (v >= lo) & (v <= hi), k);
             }
+        };
+        if (g1 - g0 == W) {
+            for (int j = 0; j < W; ++j) one_block(j);          // a constant trip count: unrolled
+        } else {
+            for (int64_t j = 0; j < g1 - g0; ++j) one_block(j);
         }
     });
     fence(nt);
