@@ -266,3 +266,15 @@ def test_a_forked_child_can_use_the_kernels(monkeypatch, tmp_path, openmp):
 
 def _child(x, q):
     q.put(quantize(x, "mxfp4", backend="native").numpy())
+
+
+def test_huge_page_outputs_change_no_bit(monkeypatch):
+    """Fresh outputs on transparent huge pages (where the system grants them on request) are only an
+    allocation choice: the same bits, in every mode."""
+    monkeypatch.setattr(native, "_HUGE", True)
+    monkeypatch.setattr(native, "HUGE_MIN_BYTES", 0)
+    x = torch.randn(1024, 1024) * 3
+    for name, kw in (("fp8_e4m3", dict(scaling="tensor")), ("mxfp4", {}), ("nvfp4", {})):
+        _same(x, name, **kw)
+    q = torch.empty(1 << 20)
+    assert native._load().lowbit_advise_huge(q.data_ptr(), q.numel() * 4) in (0, -1)   # -1: THP not built in

@@ -51,6 +51,21 @@ def _llc_bytes() -> int:
     return best or 32 << 20
 
 
+def _thp_madvise() -> bool:
+    """Transparent huge pages are on request (madvise) here, and not switched off by LOWBIT_HUGEPAGES=0."""
+    if os.environ.get("LOWBIT_HUGEPAGES", "1") == "0":
+        return False
+    try:
+        return "[madvise]" in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+
+
+# outputs of at least this many bytes are allocated on transparent huge pages where the system grants
+# them on request: a fresh 64 MiB output otherwise costs 16384 page faults, several times the kernel
+HUGE_MIN_BYTES = 8 << 20
+_HUGE = _thp_madvise()
+
 # outputs at least as large as the last-level cache use non-temporal stores (they bypass the cache:
 # the output would not stay there anyway, and the input keeps its cache lines)
 NT_MIN_BYTES = _llc_bytes()
@@ -138,6 +153,8 @@ def _load():
         lib.lowbit_qdq_tensor.restype = None
         lib.lowbit_qdq_blocks.argtypes = [p, p, p, i64, i64, ctypes.POINTER(_Elem), ctypes.POINTER(_Blk), i32, i32]
         lib.lowbit_qdq_blocks.restype = None
+        lib.lowbit_advise_huge.argtypes = [p, i64]
+        lib.lowbit_advise_huge.restype = i32
         lib.lowbit_finite_amax.argtypes = [p, i64, i32]
         lib.lowbit_finite_amax.restype = f32
         _lib = lib
@@ -245,6 +262,13 @@ def _threads(n: int) -> int:
     return max(1, min(torch.get_num_threads(), n // MIN_PER_THREAD))
 
 
+def _empty(shape, lib) -> torch.Tensor:
+    q = torch.empty(shape, dtype=torch.float32)
+    if _HUGE and q.numel() * 4 >= HUGE_MIN_BYTES:
+        lib.lowbit_advise_huge(q.data_ptr(), q.numel() * 4)
+    return q
+
+
 def run(x: torch.Tensor, spec, scale, want_mask: bool, out: torch.Tensor | None = None):
     """Quantize-dequantize ``x`` (blocked already for group/block scaling) -> (q, mask or None).
 
@@ -254,7 +278,7 @@ def run(x: torch.Tensor, spec, scale, want_mask: bool, out: torch.Tensor | None 
     dtype = x.dtype
     xf = x.float().contiguous() if dtype != torch.float32 or not x.is_contiguous() else x
     direct = out is not None and out.dtype == torch.float32 and out.is_contiguous()
-    q = out if direct else torch.empty(xf.shape, dtype=torch.float32)
+    q = out if direct else _empty(xf.shape, lib)
     mask = torch.empty(xf.shape, dtype=torch.bool) if want_mask else None
     n = xf.numel()
     if n:

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <new>
 #include <pthread.h>
+#include <sys/mman.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -535,6 +536,19 @@ extern "C" {
 int lowbit_native_abi() { return 2; }
 
 float lowbit_finite_amax(const float* x, int64_t n, int nthreads) { return finite_amax(x, n, nthreads); }
+
+// Ask for transparent huge pages on the 2 MiB-aligned part of a fresh, untouched allocation: its first
+// touch then faults 2 MiB pages instead of 4 KiB ones (512x fewer page faults). 0 on success.
+int lowbit_advise_huge(void* p, int64_t bytes) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + (uintptr_t)bytes) & ~(huge - 1);
+    if (e > a) return madvise((void*)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p; (void)bytes;
+#endif
+    return 0;
+}
 
 // Per-tensor scale (mode 2: from the finite amax; 1: the given ``scale``) or none (mode 0).
 void lowbit_qdq_tensor(const float* x, float* out, uint8_t* mask, int64_t n, const Elem* p, int mode,
