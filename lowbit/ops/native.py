@@ -29,6 +29,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -162,6 +163,8 @@ def _load():
         _lib = lib
     except Exception as exc:  # no compiler, unsupported platform, read-only cache...: the other kernels
         _broken = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"lowbit: native kernels unavailable ({_broken}); using the torch.compile/eager kernels "
+                      f"(same results, slower)")
     return _lib
 
 
