@@ -107,6 +107,8 @@ def test_every_schedule_gives_the_same_bits(name, kw, monkeypatch):
                 out = torch.full_like(x, 7.0)
                 quantize(x, name, backend="native", out=out, **kw)
                 assert_same(out, ref, x, f"{name} threads={nthreads} nt={nt_bytes == 0}")
+                new = quantize(x, name, backend="native", **kw)          # a fresh (or reused) allocation
+                assert_same(new, ref, x, f"{name} threads={nthreads} nt={nt_bytes == 0} new tensor")
     finally:
         torch.set_num_threads(threads)
 

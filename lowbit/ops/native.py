@@ -156,6 +156,8 @@ def _load():
         lib.lowbit_qdq_tensor.restype = None
         lib.lowbit_qdq_blocks.argtypes = [p, p, p, i64, i64, ctypes.POINTER(_Elem), ctypes.POINTER(_Blk), i32, i32]
         lib.lowbit_qdq_blocks.restype = None
+        lib.lowbit_resident.argtypes = [p, i64]
+        lib.lowbit_resident.restype = i32
         lib.lowbit_advise_huge.argtypes = [p, i64]
         lib.lowbit_advise_huge.restype = i32
         lib.lowbit_finite_amax.argtypes = [p, i64, i32]
@@ -288,9 +290,11 @@ def run(x: torch.Tensor, spec, scale, want_mask: bool, out: torch.Tensor | None 
     n = xf.numel()
     if n:
         mp = mask.data_ptr() if mask is not None else None
-        # non-temporal stores only into a given buffer: a fresh allocation's pages are zeroed through
-        # the cache when first touched, and plain stores then hit those lines (measured faster)
-        nt = SCHED_NT if direct and n * 4 >= NT_MIN_BYTES and q.data_ptr() % 64 == 0 else 0
+        # non-temporal stores into memory that is mapped already (a given buffer, or an allocation that
+        # reused memory); not into fresh pages: the kernel zeroes them through the cache when first
+        # touched, and plain stores then hit those lines (measured faster)
+        big = n * 4 >= NT_MIN_BYTES and q.data_ptr() % 64 == 0
+        nt = SCHED_NT if big and (direct or lib.lowbit_resident(q.data_ptr(), n * 4) == 1) else 0
         fmt = spec.format
         if spec.scaling in ("none", "tensor"):
             mode = 0 if spec.scaling == "none" else (1 if scale is not None else 2)

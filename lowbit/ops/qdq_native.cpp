@@ -18,6 +18,7 @@
 #include <new>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -536,6 +537,17 @@ extern "C" {
 int lowbit_native_abi() { return 2; }
 
 float lowbit_finite_amax(const float* x, int64_t n, int nthreads) { return finite_amax(x, n, nthreads); }
+
+// 1 if the page in the middle of [p, p + bytes) is resident (mapped already: an allocation that reused
+// memory), 0 if not (its first touch will fault and zero it), -1 if the system cannot tell.
+int lowbit_resident(void* p, int64_t bytes) {
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0 || bytes < 2 * ps) return -1;
+    uintptr_t mid = ((uintptr_t)p + (uintptr_t)bytes / 2) & ~((uintptr_t)ps - 1);
+    unsigned char v = 0;
+    if (mincore((void*)mid, (size_t)ps, &v) != 0) return -1;
+    return v & 1;
+}
 
 // Ask for transparent huge pages on the 2 MiB-aligned part of a fresh, untouched allocation: its first
 // touch then faults 2 MiB pages instead of 4 KiB ones (512x fewer page faults). 0 on success.
