@@ -1,4 +1,4 @@
-"""The native CPU backend: qdq_native.cpp, compiled once per machine and called through ctypes.
+"""The native CPU backend: qdq_native.cpp (+ its two headers), compiled once per machine, called via ctypes.
 
 The C++ kernels repeat the reference arithmetic of :mod:`lowbit.formats.cast` and
 :mod:`lowbit.ops.scaling` operation for operation (bit-identical, tested in tests/test_native.py);
@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("qdq_native.cpp")
+HEADERS = [SOURCE.with_name(h) for h in ("qdq_native_vec.h", "qdq_native_threads.h")]
 ABI = 2
 MIN_PER_THREAD = 1 << 16     # elements per thread below which fewer threads are used
 SCHED_NT = 1                 # schedule flag of the C++ kernels: non-temporal stores
@@ -120,7 +121,7 @@ def _build() -> Path:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set $CXX, or install g++)")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    src = SOURCE.read_bytes()
+    src = b"".join(f.read_bytes() for f in [SOURCE, *HEADERS])
     last_err = ""
     for variant in VARIANTS:
         flags = _FLAGS + variant

@@ -1,0 +1,153 @@
+// Vector types, element casts and scale rules of lowbit's native kernels (see qdq_native.cpp).
+// Each function mirrors its pure-torch reference in lowbit/formats/cast.py or lowbit/ops/scaling.py.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+
+constexpr int W = 16;                                   // lanes per vector
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint8_t vb __attribute__((vector_size(16)));
+
+struct Elem {                // an element format; field order and types match native.py's _Elem
+    int32_t kind;            // 0 minifloat (round-to-nearest by the FPU), 1 integer grid
+    int32_t rounding;        // integers: 0 nearest-even, 1 toward zero
+    int32_t subnormals, low_emin, saturate, no_negzero, has_frac;
+    int32_t emin_f, shift_add, ftz_c;
+    float clamp_hi, maxv, ovf, frac_mul, qmin, qmax, step, lo, hi;
+};
+
+struct Blk {                 // block-scale rule; matches native.py's _Blk
+    int32_t mode;            // 0 MX (E8M0 shared exponent), 1 E4M3 block scale (NVFP4), 2 group amax/max
+    int32_t rule;            // MX: 0 floor, 1 ceil, 2 rceil
+    int32_t elem_emax, rceil_e, frac_max, tensor_scale, pow2;
+    float fmt_max, tensor_div;
+    Elem e4m3;
+};
+
+inline vf splat(float s) { return vf{} + s; }
+inline vi splati(int32_t s) { return vi{} + s; }
+inline vf ld(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+inline vf ld_part(const float* p, int k) { vf v = {}; for (int i = 0; i < k; ++i) v[i] = p[i]; return v; }
+inline vi bits(vf v) { return (vi)v; }
+inline vf flt(vi v) { return (vf)v; }
+inline vf vabs(vf v) { return flt(bits(v) & 0x7FFFFFFF); }
+inline vf vcopysign(vf mag, vf sgn) { return flt((bits(mag) & 0x7FFFFFFF) | (bits(sgn) & (int32_t)0x80000000)); }
+
+inline void st(float* p, vf v, bool nt) {
+#if defined(__AVX512F__)
+    if (nt) { _mm512_stream_ps(p, (__m512)v); return; }
+#elif defined(__AVX__)
+    if (nt) {
+        __m256 a, b;
+        std::memcpy(&a, &v, 32);
+        std::memcpy(&b, reinterpret_cast<char*>(&v) + 32, 32);
+        _mm256_stream_ps(p, a);
+        _mm256_stream_ps(p + 8, b);
+        return;
+    }
+#endif
+    std::memcpy(p, &v, sizeof v);
+}
+inline void st_part(float* p, vf v, int k) { for (int i = 0; i < k; ++i) p[i] = v[i]; }
+inline void fence(bool nt) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (nt) _mm_sfence();
+#else
+    (void)nt;
+#endif
+}
+inline void st_mask(uint8_t* m, vi c, int k) {
+    vb b = __builtin_convertvector(c & 1, vb);
+    if (k == W) std::memcpy(m, &b, W);
+    else for (int i = 0; i < k; ++i) m[i] = b[i];
+}
+
+// ---- element casts (cast.py: _float_cast_magic + _finish, int_cast) -----------------------------
+inline vf finish(vf q, vf y, const Elem& p) {
+    vf mx = splat(p.maxv);
+    q = q > mx ? (p.saturate ? mx : splat(p.ovf)) : q;   // NaN compares false: NaN stays NaN
+    q = vcopysign(q, y);
+    if (p.no_negzero) q = q == 0 ? splat(0.0f) : q;
+    return q;
+}
+
+inline vf cast_float(vf y, const Elem& p) {
+    vf ax = vabs(y);
+    vf chi = splat(p.clamp_hi);
+    ax = ax > chi ? chi : ax;
+    vi ef = bits(ax) & 0x7F800000;
+    if (p.low_emin) {
+        vi efs = (bits(ax * 0x1p64f) & 0x7F800000) - (64 << 23);
+        ef = ax < splat(0x1p-126f) ? efs : ef;
+    }
+    vi emin_f = splati(p.emin_f);
+    vi c;
+    if (p.subnormals) c = (ef < emin_f ? emin_f : ef) + p.shift_add;
+    else c = ef < emin_f ? splati(p.ftz_c) : ef + p.shift_add;
+    vf cf = flt(c);
+    vf q = (ax + cf) - cf;
+    return finish(q, y, p);
+}
+
+inline vf cast_int(vf y, const Elem& p) {
+    if (p.has_frac) y = y * p.frac_mul;
+    vf ay = vabs(y), T = splat(0x1p23f), r;
+    if (p.rounding == 0) r = ay < T ? (ay + T) - T : ay;     // ties to even (ulp of 2^23 is 1)
+    else r = ay < T ? __builtin_convertvector(__builtin_convertvector(ay, vi), vf) : ay;
+    r = vcopysign(r, y);
+    vf lo = splat(p.qmin), hi = splat(p.qmax);
+    r = r < lo ? lo : r;
+    r = r > hi ? hi : r;
+    r = r == 0 ? splat(0.0f) : r;
+    if (p.has_frac) r = r * p.step;
+    return r;
+}
+
+template <int KIND>
+inline vf cast(vf y, const Elem& p) { return KIND == 0 ? cast_float(y, p) : cast_int(y, p); }
+
+// ---- scales (scaling.py: element_scale, pow2_ceil, mx_shared_exp, _pow2, block_scales) ----------
+inline float f_of(int32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
+
+inline vf pow2_ceil(vf s) {
+    vf r = flt((bits(s) + 0x7FFFFF) & 0x7F800000);
+    vf top = splat(0x1p127f);
+    return r > top ? top : r;
+}
+
+inline vf amax_scale(vf amax, float fmt_max, int pow2) {        // element_scale
+    vf s = amax / fmt_max;
+    s = s > 0 ? s : splat(1.0f);
+    return pow2 ? pow2_ceil(s) : s;
+}
+
+inline vf mx_scale(vf amax, vi bad, const Blk& b) {
+    vi sub = amax < splat(0x1p-126f);
+    vi bb = bits(sub ? amax * 0x1p64f : amax);
+    vi e = ((bb >> 23) & 0xFF) - 127 - (sub & 64);
+    vi frac = bb & 0x7FFFFF;
+    if (b.rule == 0) e = e - b.elem_emax;
+    else if (b.rule == 1) e = e + ((frac != 0) & 1) - b.elem_emax;
+    else e = e - b.rceil_e + ((frac > b.frac_max) & 1);
+    e = e < -127 ? splati(-127) : e;
+    e = e > 127 ? splati(127) : e;
+    vi k = e + 149;
+    k = k < 0 ? splati(0) : k;
+    k = k > 22 ? splati(22) : k;
+    vi pw = e >= -126 ? (e + 127) << 23 : splati(1) << k;
+    return bad ? splat(__builtin_nanf("")) : flt(pw);
+}
+
+inline vf nv_scale(vf amax, vi bad, float st, const Blk& b) {
+    vf sb = cast_float((amax / st) / b.fmt_max, b.e4m3);
+    return bad ? splat(__builtin_nanf("")) : sb * st;
+}
+
+}  // namespace
