@@ -13,11 +13,11 @@ Covered (everything else goes to the compiled/eager kernels, see :func:`unsuppor
     inputs           CPU tensors in fp32 (fp16/bf16 are computed in fp32 and cast back, as eager does).
 
 Build: the C++ compiler from ``$CXX`` (else g++, c++, clang++) with ``-O3 -march=native -fopenmp
--ffp-contract=off`` (the OpenMP runtime resolves to the one torch has loaded, so the kernels share
-torch's threads; without OpenMP they use their own pool); the library is cached under ``$LOWBIT_CACHE_DIR`` (default
-``~/.cache/lowbit``), keyed by the source, the compiler, the flags and the CPU, and written
-atomically, so concurrent processes can build it at once. No compiler: :func:`available` says why and
-the ``auto`` backend uses the other kernels.
+-ffp-contract=off``. The OpenMP runtime resolves to the one torch has loaded, so the kernels share
+torch's threads (without OpenMP, and in fork()ed children, they use their own pool). The library is
+cached under ``$LOWBIT_CACHE_DIR`` (default ``~/.cache/lowbit``), keyed by the sources, the compiler,
+the flags and the CPU, and written atomically, so concurrent processes can build it at once. No
+compiler: :func:`available` says why (a warning, once) and the ``auto`` backend uses the other kernels.
 """
 from __future__ import annotations
 
