@@ -281,3 +281,51 @@ def test_huge_page_outputs_change_no_bit(monkeypatch):
         _same(x, name, **kw)
     q = torch.empty(1 << 20)
     assert native._load().lowbit_advise_huge(q.data_ptr(), q.numel() * 4) in (0, -1)   # -1: THP not built in
+
+
+@pytest.mark.parametrize("name,kw", [("fp8_e4m3", dict(scaling="tensor")), ("fp4_e2m1", {}), ("int8", {}),
+                                     ("int4", dict(scaling="channel", axis=0)), ("mxfp4", dict(axis=1)),
+                                     ("int8", dict(scaling="group", group_size=8, axis=1))])
+def test_layout_is_the_eager_one(name, kw):
+    """Results (and the clipped-STE mask, through the gradient) keep the input's memory layout as the
+    eager kernels do: a BatchNorm reduces in memory order, so another layout rounds differently."""
+    x = torch.randn(4, 32, 6, 6) * 3
+    for layout in (x.to(memory_format=torch.channels_last), x.transpose(2, 3), x[:, :, ::2]):
+        got = []
+        for backend in ("eager", "native"):
+            xx = layout.clone(memory_format=torch.preserve_format).requires_grad_(True)
+            q = quantize(xx, name, backend=backend, grad="clipped", **kw)
+            q.backward(torch.ones_like(q))
+            got.append((q, xx.grad))
+        (qe, ge), (qn, gn) = got
+        assert qn.stride() == qe.stride(), f"{name} {kw}: strides {qn.stride()} != eager {qe.stride()}"
+        assert gn.stride() == ge.stride()
+        assert_same(qn, qe, layout, f"{name} {kw} layout")
+        assert torch.equal(gn, ge)
+
+
+def test_training_steps_equal_the_eager_ones():
+    """A quantized CNN with BatchNorm, trained a few SGD steps with either backend: the same weights, bit
+    for bit (a layout difference once made the BatchNorm after a quantized activation round differently)."""
+    from lowbit.models import create_model
+    from lowbit.nn import quantize_model, recipe_for_precision
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g)
+    x = torch.empty_strided(x.shape, (64, 1, 8, 1)).copy_(x)   # the strides digits batches arrive with:
+                                                                # the convs then go channels_last
+    weights = {}
+    for backend in ("eager", "native"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LOWBIT_BACKEND", backend)
+            torch.manual_seed(0)
+            model = quantize_model(create_model("cnn", in_chans=1, img_size=8), recipe_for_precision("fp8_e4m3")).model
+            opt = torch.optim.SGD(model.parameters(), lr=0.05)
+            for _ in range(3):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            weights[backend] = [p.detach().clone() for p in model.parameters()]
+    for a, b in zip(weights["eager"], weights["native"]):
+        assert_same(b, a, None, "weights after 3 steps")

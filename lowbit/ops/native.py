@@ -270,8 +270,21 @@ def _threads(n: int) -> int:
     return max(1, min(torch.get_num_threads(), n // MIN_PER_THREAD))
 
 
-def _empty(shape, lib) -> torch.Tensor:
-    q = torch.empty(shape, dtype=torch.float32)
+def _dense(t: torch.Tensor) -> bool:
+    """Its elements fill one block of memory, each once, in some dimension order (contiguous,
+    channels_last, a transpose...): then ``empty_like`` keeps its strides."""
+    if t.is_contiguous():
+        return True
+    expect = 1
+    for stride, size in sorted((st, s) for s, st in zip(t.shape, t.stride()) if s != 1):
+        if stride != expect:
+            return False
+        expect *= size
+    return True
+
+
+def _empty_like(xf: torch.Tensor, lib) -> torch.Tensor:
+    q = torch.empty_like(xf)                  # xf's layout (dense) or contiguous
     if _HUGE and q.numel() * 4 >= HUGE_MIN_BYTES:
         lib.lowbit_advise_huge(q.data_ptr(), q.numel() * 4)
     return q
@@ -280,14 +293,19 @@ def _empty(shape, lib) -> torch.Tensor:
 def run(x: torch.Tensor, spec, scale, want_mask: bool, out: torch.Tensor | None = None):
     """Quantize-dequantize ``x`` (blocked already for group/block scaling) -> (q, mask or None).
 
-    ``out`` (same shape as ``x``) receives the result when given.
+    ``out`` (same shape as ``x``) receives the result when given. The result and the mask have the
+    memory layout the eager kernels give them, ``x``'s (e.g. channels_last): a later op (a
+    BatchNorm's reduction) can round differently on another layout.
     """
     lib = _load()
     dtype = x.dtype
-    xf = x.float().contiguous() if dtype != torch.float32 or not x.is_contiguous() else x
-    direct = out is not None and out.dtype == torch.float32 and out.is_contiguous()
-    q = out if direct else _empty(xf.shape, lib)
-    mask = torch.empty(xf.shape, dtype=torch.bool) if want_mask else None
+    if spec.scaling in ("none", "tensor") and _dense(x):
+        xf = x.float()                        # element order does not matter: run on x's memory as it is
+    else:
+        xf = x.float().contiguous()           # per-channel/group/block: the kernels need the logical order
+    direct = out is not None and out.dtype == torch.float32 and out.stride() == xf.stride()
+    q = out if direct else _empty_like(xf, lib)
+    mask = torch.empty_like(xf, dtype=torch.bool) if want_mask else None
     n = xf.numel()
     if n:
         mp = mask.data_ptr() if mask is not None else None
@@ -313,4 +331,8 @@ def run(x: torch.Tensor, spec, scale, want_mask: bool, out: torch.Tensor | None 
     if out is not None and not direct:
         out.copy_(q)
         q = out
+    elif q.stride() != (like := torch.empty_like(x, dtype=q.dtype)).stride():
+        q = like.copy_(q)                     # back to x's layout
+    if mask is not None and mask.stride() != (like := torch.empty_like(x, dtype=torch.bool)).stride():
+        mask = like.copy_(mask)
     return q, mask
