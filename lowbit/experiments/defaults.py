@@ -21,7 +21,7 @@ DEFAULT_SWEEP = {
     "lr": 0.01,
     "weight_decay": 0.01,
     "warmup_epochs": 1,
-    "quant_backend": "eager",
+    "quant_backend": "auto",   # native kernels where they apply; eager for small tensors elsewhere
     "model_kwargs": {
         "cnn": {"channels": [16, 32, 32]},
         "mlpmixer": {"dim": 32, "depth": 2, "token_mlp_dim": 32, "channel_mlp_dim": 64},

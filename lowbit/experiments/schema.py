@@ -81,9 +81,9 @@ class SweepConfig:
     activations]`` (one setting) or a list of such lists (a grid axis). ``patience``: early
     stopping on validation accuracy (``null`` = off). ``out_dir`` defaults to ``runs/<name>``.
     ``quant_backend``: lowbit's fake-quant kernels (``LOWBIT_BACKEND`` of each run's process):
-    ``auto`` compiles for large tensors, which costs seconds of compilation per run process;
-    ``eager`` suits sweeps of small models. Backends agree bit for bit, so it is not part of the
-    run id. ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;
+    ``auto`` runs the native CPU kernels where they apply and compiles for large tensors elsewhere
+    (seconds of compilation per run process); ``eager``, ``compiled`` and ``native`` force one.
+    Backends agree bit for bit, so it is not part of the run id. ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;
     ``lowbit run --executor ray``); the local executor ignores it. Not part of the run id either.
     """
 
