@@ -283,6 +283,12 @@ def _dense(t: torch.Tensor) -> bool:
     return True
 
 
+def _like(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``t`` in the memory layout that eager elementwise ops on ``x`` give (``empty_like``'s)."""
+    like = torch.empty_like(x, dtype=t.dtype)
+    return t if like.stride() == t.stride() else like.copy_(t)
+
+
 def _empty_like(xf: torch.Tensor, lib) -> torch.Tensor:
     q = torch.empty_like(xf)                  # xf's layout (dense) or contiguous
     if _HUGE and q.numel() * 4 >= HUGE_MIN_BYTES:
@@ -331,8 +337,8 @@ def run(x: torch.Tensor, spec, scale, want_mask: bool, out: torch.Tensor | None 
     if out is not None and not direct:
         out.copy_(q)
         q = out
-    elif q.stride() != (like := torch.empty_like(x, dtype=q.dtype)).stride():
-        q = like.copy_(q)                     # back to x's layout
-    if mask is not None and mask.stride() != (like := torch.empty_like(x, dtype=torch.bool)).stride():
-        mask = like.copy_(mask)
+    elif not x.is_contiguous():               # back to x's layout where the kernels ran on a copy
+        q = _like(x, q)
+    if mask is not None and not x.is_contiguous():
+        mask = _like(x, mask)
     return q, mask
