@@ -54,7 +54,7 @@ class PTQConfig:
     direct_cast: bool = False
     bins: int = 2048
     batch_size: int = 256
-    backend: str = "eager"
+    backend: str = "auto"
 
     def __post_init__(self):
         for k in ("calib", "weight_calib"):

@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--direct-cast", action="store_true", help="minifloat formats without any scale (a plain cast)")
     p.add_argument("--epochs", type=int, default=5, help="--train-quick epochs (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of training, data split and calibration subset")
-    p.add_argument("--backend", default="eager", help="quantize kernels: eager (default), auto, compiled")
+    p.add_argument("--backend", default="auto",
+                   help="quantize kernels: auto (default: the native CPU kernels where they apply), eager, compiled, "
+                        "native; all agree bit for bit")
     p.add_argument("--out", default="runs/ptq", help="output directory for ptq_results.csv (default runs/ptq)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     return p
