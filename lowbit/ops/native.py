@@ -248,8 +248,10 @@ def unsupported(x: torch.Tensor, spec, scale, noise, values) -> str | None:
     """Why the native kernels cannot run this call (None: they can)."""
     if x.device.type != "cpu":
         return f"device {x.device.type}"
-    if noise is not None or values is not None:
-        return "stochastic rounding / codebook values"
+    if noise is not None:
+        return "rounding='stochastic'"
+    if values is not None:
+        return "codebook formats"
     fmt = spec.format
     elem = fmt.element if spec.scaling == "block" else fmt
     why = _element_ok(elem, spec.rounding)
