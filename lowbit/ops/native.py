@@ -36,7 +36,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("qdq_native.cpp")
 HEADERS = [SOURCE.with_name(h) for h in ("qdq_native_vec.h", "qdq_native_threads.h")]
-ABI = 2
+ABI = 3
 MIN_PER_THREAD = 1 << 16     # elements per thread below which fewer threads are used
 SCHED_NT = 1                 # schedule flag of the C++ kernels: non-temporal stores
 
@@ -153,7 +153,7 @@ def _load():
         if lib.lowbit_native_abi() != ABI:
             raise RuntimeError("stale native library (ABI mismatch)")
         p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-        lib.lowbit_qdq_tensor.argtypes = [p, p, p, i64, ctypes.POINTER(_Elem), i32, f32, f32, i32, i32, i32, p]
+        lib.lowbit_qdq_tensor.argtypes = [p, p, p, i64, ctypes.POINTER(_Elem), i32, f32, f32, i32, i32, i32]
         lib.lowbit_qdq_tensor.restype = None
         lib.lowbit_qdq_blocks.argtypes = [p, p, p, i64, i64, ctypes.POINTER(_Elem), ctypes.POINTER(_Blk), i32, i32]
         lib.lowbit_qdq_blocks.restype = None
@@ -161,8 +161,6 @@ def _load():
         lib.lowbit_resident.restype = i32
         lib.lowbit_advise_huge.argtypes = [p, i64]
         lib.lowbit_advise_huge.restype = i32
-        lib.lowbit_finite_amax.argtypes = [p, i64, i32]
-        lib.lowbit_finite_amax.restype = f32
         _lib = lib
     except Exception as exc:  # no compiler, unsupported platform, read-only cache...: the other kernels
         _broken = f"{type(exc).__name__}: {exc}"
@@ -327,7 +325,7 @@ def run(x: torch.Tensor, spec, scale, want_mask: bool, out: torch.Tensor | None 
             mode = 0 if spec.scaling == "none" else (1 if scale is not None else 2)
             s = float(scale.reshape(())) if mode == 1 else 1.0
             lib.lowbit_qdq_tensor(xf.data_ptr(), q.data_ptr(), mp, n, _elem(fmt, spec.rounding, spec.saturate),
-                                  mode, s, fmt.max, int(spec.pow2_scale), _threads(n), nt, None)
+                                  mode, s, fmt.max, int(spec.pow2_scale), _threads(n), nt)
         else:
             bs = xf.shape[-1] if spec.scaling != "channel" else n // xf.shape[0]
             elem = fmt.element if spec.scaling == "block" else fmt

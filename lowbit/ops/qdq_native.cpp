@@ -45,12 +45,18 @@ inline float range_finite_amax(const float* x, int64_t b, int64_t e) {
     return f_of(r);
 }
 
-float finite_amax(const float* x, int64_t n, int nthreads) {
+// The largest of ``range_max(begin, end)`` (values >= 0) over the threads' ranges of [0, n).
+template <class F>
+float parallel_max(int nthreads, int64_t n, F&& range_max) {
     std::vector<float> part(nthreads, 0.0f);
-    parallel(nthreads, n, W, [&](int t, int64_t b, int64_t e) { part[t] = range_finite_amax(x, b, e); });
+    parallel(nthreads, n, W, [&](int t, int64_t b, int64_t e) { part[t] = range_max(b, e); });
     float m = 0.0f;
     for (float v : part) m = v > m ? v : m;
     return m;
+}
+
+float finite_amax(const float* x, int64_t n, int nthreads) {
+    return parallel_max(nthreads, n, [&](int64_t b, int64_t e) { return range_finite_amax(x, b, e); });
 }
 
 // ---- schedule flags (the ``sched`` argument) --------------------------------------------------------
@@ -91,9 +97,8 @@ void elem_range_m(const float* x, float* out, uint8_t* mask, int64_t b, int64_t 
 
 template <int KIND>
 void tensor_kernel(const float* x, float* out, uint8_t* mask, int64_t n, const Elem& p, int mode, float s,
-                   float fmt_max, int pow2, int nthreads, int sched, float* scale_out) {
+                   float fmt_max, int pow2, int nthreads, int sched) {
     if (mode == 2) s = amax_scale(splat(finite_amax(x, n, nthreads)), fmt_max, pow2)[0];
-    if (scale_out) *scale_out = s;
     bool nt = sched & NT;
     parallel(nthreads, n, W, [&](int, int64_t b, int64_t e) {
         if (mode == 0) elem_range_m<KIND, 0>(x, out, mask, b, e, p, 1.0f, nt);
@@ -247,13 +252,10 @@ void block_kernel(const float* x, float* out, uint8_t* mask, int64_t nblocks, in
     std::vector<int32_t> amaxes;
     if (two_pass) {                                            // NVFP4's fp32 tensor scale
         amaxes.resize(nblocks);
-        std::vector<float> part(nthreads, 0.0f);
-        parallel(nthreads, nblocks, W, [&](int t, int64_t b, int64_t e) {
-            part[t] = bs == 16 ? block_amax_range<16>(x, amaxes.data(), b, e, bs)
-                               : block_amax_range<0>(x, amaxes.data(), b, e, bs);
+        float m = parallel_max(nthreads, nblocks, [&](int64_t b, int64_t e) {
+            return bs == 16 ? block_amax_range<16>(x, amaxes.data(), b, e, bs)
+                            : block_amax_range<0>(x, amaxes.data(), b, e, bs);
         });
-        float m = 0.0f;
-        for (float v : part) m = v > m ? v : m;
         st_ = m / bk.tensor_div;
         st_ = st_ > 0 ? st_ : 1.0f;
     }
@@ -269,9 +271,7 @@ void block_kernel(const float* x, float* out, uint8_t* mask, int64_t nblocks, in
 
 extern "C" {
 
-int lowbit_native_abi() { return 2; }
-
-float lowbit_finite_amax(const float* x, int64_t n, int nthreads) { return finite_amax(x, n, nthreads); }
+int lowbit_native_abi() { return 3; }
 
 // 1 if the page in the middle of [p, p + bytes) is resident (mapped already: an allocation that reused
 // memory), 0 if not (its first touch will fault and zero it), -1 if the system cannot tell.
@@ -299,9 +299,9 @@ int lowbit_advise_huge(void* p, int64_t bytes) {
 
 // Per-tensor scale (mode 2: from the finite amax; 1: the given ``scale``) or none (mode 0).
 void lowbit_qdq_tensor(const float* x, float* out, uint8_t* mask, int64_t n, const Elem* p, int mode,
-                       float scale, float fmt_max, int pow2, int nthreads, int sched, float* scale_out) {
-    if (p->kind == 0) tensor_kernel<0>(x, out, mask, n, *p, mode, scale, fmt_max, pow2, nthreads, sched, scale_out);
-    else tensor_kernel<1>(x, out, mask, n, *p, mode, scale, fmt_max, pow2, nthreads, sched, scale_out);
+                       float scale, float fmt_max, int pow2, int nthreads, int sched) {
+    if (p->kind == 0) tensor_kernel<0>(x, out, mask, n, *p, mode, scale, fmt_max, pow2, nthreads, sched);
+    else tensor_kernel<1>(x, out, mask, n, *p, mode, scale, fmt_max, pow2, nthreads, sched);
 }
 
 // ``nblocks`` contiguous blocks of ``bs`` elements, each with its own scale (MX, NVFP4, groups).
