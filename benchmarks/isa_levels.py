@@ -41,16 +41,32 @@ def resolve(requested: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def child_env(level: str) -> dict:
+    """The environment variables of a run at ``level``."""
+    env = {NB.ENV: level}
+    cap = NB.aten_capability(level)
+    if cap is not None:
+        env.update(ATEN_CPU_CAPABILITY=cap, TORCHINDUCTOR_CPP_MARCH=NB.X86_LEVELS[level][0])
+    return env
+
+
+def inside(level: str) -> bool:
+    """This process runs with ``level``'s environment already (a child of :func:`run_each`)."""
+    return all(os.environ.get(k) == v for k, v in child_env(level).items())
+
+
 def enter(level: str) -> str:
     """Set this process's environment for ``level`` (before torch is imported); returns its description."""
-    os.environ[NB.ENV] = level
+    os.environ.update(child_env(level))
+    return describe_run(level)
+
+
+def describe_run(level: str) -> str:
     cap = NB.aten_capability(level)
     if cap is None:
         return "native (-march=native; ATen and Inductor pick this CPU's best ISA)"
-    os.environ["ATEN_CPU_CAPABILITY"] = cap
-    os.environ["TORCHINDUCTOR_CPP_MARCH"] = NB.X86_LEVELS[level][0]
-    return (f"{NB.describe(level)}: lowbit's kernels -march={NB.X86_LEVELS[level][0]}, ATen "
-            f"ATEN_CPU_CAPABILITY={cap}, Inductor -march={NB.X86_LEVELS[level][0]}")
+    march = NB.X86_LEVELS[level][0]
+    return f"{NB.describe(level)}: lowbit's kernels -march={march}, ATen ATEN_CPU_CAPABILITY={cap}, Inductor -march={march}"
 
 
 def run_each(script: str, argv: list[str], levels: list[str]) -> int:
@@ -59,7 +75,8 @@ def run_each(script: str, argv: list[str], levels: list[str]) -> int:
     for level in levels:
         print(f"\n========== ISA level {level}: {NB.describe(level)} ==========", flush=True)
         cmd = [sys.executable, script, *argv, "--isa", level]
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1) as p:
+        env = dict(os.environ, **child_env(level))
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1, env=env) as p:
             for line in p.stdout:
                 sys.stdout.write(line)
                 if line.startswith("GOAL"):
