@@ -109,7 +109,7 @@ void tensor_kernel(const float* x, float* out, uint8_t* mask, int64_t n, const E
 // ---- blocks: MX, NVFP4, groups --------------------------------------------------------------------
 // One level of a transpose-reduction: C's segments of 2h lanes hold A's and B's segments folded in half.
 template <int H>
-inline vi fold(vi a, vi b) {
+LB_INLINE vi fold(vi a, vi b) {
     vi p1, p2;
     for (int l = 0; l < W; ++l) {
         int base = l / (2 * H) * (2 * H), r = l - base;
@@ -140,13 +140,13 @@ __attribute__((always_inline)) inline vi hmax_lanes(vi* m) {
     return __builtin_shuffle(r, rev);
 }
 
-inline vf lane(vf v, int64_t j) { return __builtin_shuffle(v, splati((int32_t)j)); }
+LB_INLINE vf lane(vf v, int64_t j) { return __builtin_shuffle(v, splati((int32_t)j)); }
 
 // Amaxes of the blocks [g0, g1) (at most W) as the |x| bit patterns, one lane per block: NaN > Inf >
 // every finite value, so a block holding NaN or Inf has amax >= Inf's pattern. FINITE (groups): the
 // finite amax instead. ``fin`` (if given) accumulates the finite amax of every element.
 template <int FINITE, int BS>
-inline vi group_amax(const float* x, int64_t g0, int64_t g1, int64_t bs_, vi* fin) {
+LB_INLINE vi group_amax(const float* x, int64_t g0, int64_t g1, int64_t bs_, vi* fin) {
     const int64_t bs = BS ? BS : bs_;
     vi m[W];
     for (int64_t j = g0; j < g0 + W; ++j) {
