@@ -11,7 +11,11 @@ in C++ for the common CPU cases. All give bit-identical results because the arit
                   do not cover (:func:`lowbit.ops.native.unsupported` says which).
     ``auto``      native where it covers the call, else compiled for tensors of at least
                   ``AUTO_MIN_NUMEL`` elements and eager below; eager inside ``torch.compile`` and
-                  wherever compilation is unavailable (a warning says why, once).
+                  wherever compilation is unavailable (a warning says why, once). The choice follows
+                  from what is built for the CPU, with no tuning run: the native kernels are built
+                  for its ISA level (``LOWBIT_NATIVE_ISA``, vectors as wide as its registers), and
+                  at x86-64-v2, v3 and v4 they were measured no slower than the compiled kernels in
+                  every row of benchmarks/qdq.py (its ``backend='auto'`` GOAL line checks it).
 The default comes from the ``LOWBIT_BACKEND`` environment variable, else ``auto``.
 """
 from __future__ import annotations

@@ -5,10 +5,11 @@
 // contraction: built with -ffp-contract=off, never -ffast-math) and the same integer arithmetic on
 // fp32 encodings, so the results are bit-identical to the eager path (tests/test_native.py checks it).
 //
-// What they add is the memory schedule: explicit 16-lane vectors (GCC vector extensions, lowered to
-// AVX-512, AVX2 or SSE by -march=native), block scales computed 16 blocks at a time while the blocks
-// sit in L1 (for NVFP4, the block amaxes of the first pass are kept for the second), non-temporal
-// stores for outputs larger than the last-level cache, and torch's own OpenMP threads.
+// What they add is the memory schedule: explicit vectors as wide as the ISA level's registers (GCC
+// vector extensions: 16 lanes for AVX-512, 8 for AVX2, 4 for SSE4.2 and NEON; see qdq_native_vec.h and
+// native_build.py), block scales computed one vector of blocks at a time while the blocks sit in L1
+// (for NVFP4, the block amaxes of the first pass are kept for the second), non-temporal stores for
+// outputs larger than the last-level cache, and torch's own OpenMP threads.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -187,7 +188,7 @@ float block_amax_range(const float* x, int32_t* amaxes, int64_t b0, int64_t b1, 
     return f_of(r);
 }
 
-// 16 blocks at a time: their amaxes into one vector, their 16 scales computed as one vector, then
+// W blocks at a time: their amaxes into one vector, their W scales computed as one vector, then
 // the elements quantized while the blocks are still in L1. MODE 0: MX, 1: NVFP4, 2: groups.
 template <int KIND, int MODE, int MASK, int BS>
 void block_range(const float* x, float* out, uint8_t* mask, const int32_t* amaxes, int64_t b0, int64_t b1,
