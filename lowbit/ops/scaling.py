@@ -80,7 +80,7 @@ def element_cast(y, fmt, rounding, saturate, noise, values=None):
         return int_cast(y, fmt, rounding, saturate, noise)
     if fmt.kind == "codebook":
         if values is None:
-            values = torch.tensor(fmt.values, dtype=torch.float32, device=y.device)
+            values = torch.tensor(fmt.points, dtype=torch.float32, device=y.device)
         return codebook_cast(y, values, rounding, noise)[0]
     raise ValueError(f"format {fmt.name!r} of kind {fmt.kind!r} cannot be an element format")
 
