@@ -153,7 +153,7 @@ def test_auto_uses_native_where_it_applies_and_falls_back_elsewhere():
                      ("nf4", {}), ("int8", dict(scaling="channel", axis=1))):
         spec = quantize.__globals__["make_spec"](name, **kw)
         noise = torch.rand_like(x) if spec.rounding == "stochastic" else None
-        values = torch.tensor(spec.format.values) if spec.format.kind == "codebook" else None
+        values = torch.tensor(spec.format.points) if spec.format.kind == "codebook" else None
         assert native.unsupported(x, spec, None, noise, values), name
         assert kernels._choose(x, spec, None, noise, values, "auto") in ("eager", "compiled")
         with pytest.raises(ValueError, match="backend='native' cannot run this call"):

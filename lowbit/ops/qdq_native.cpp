@@ -267,7 +267,7 @@ void block_kernel(const float* x, float* out, uint8_t* mask, int64_t nblocks, in
                             : block_amax_range<0>(x, amaxes.data(), b, e, bs);
         });
         st_ = m / bk.tensor_div;
-        st_ = st_ > 0 ? st_ : 1.0f;
+        st_ = st_ > 0 ? st_ : (m > 0 ? 0x1p-149f : 1.0f);          // an underflowing quotient: 2^-149, not 1
     }
     const int32_t* am = two_pass ? amaxes.data() : nullptr;
     parallel(nthreads, nblocks, W, [&](int, int64_t b, int64_t e) {

@@ -152,15 +152,28 @@ LB_INLINE vf cast(vf y, const Elem& p) { return KIND == 0 ? cast_float(y, p) : c
 // ---- scales (scaling.py: element_scale, pow2_ceil, mx_shared_exp, _pow2, block_scales) ----------
 LB_INLINE float f_of(int32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
 
-LB_INLINE vf pow2_ceil(vf s) {
-    vf r = flt((bits(s) + 0x7FFFFF) & 0x7F800000);
+LB_INLINE vf pow2_ceil(vf s) {                                     // subnormal s: normalised by 2^64 first
+    vi sub = s < splat(0x1p-126f);
+    vf sn = sub ? s * 0x1p64f : s;
+    vf r = flt((bits(sn) + 0x7FFFFF) & 0x7F800000);
+    r = sub ? r * 0x1p-64f : r;
     vf top = splat(0x1p127f);
     return r > top ? top : r;
 }
 
+LB_INLINE vf ratio_scale(vf amax, float fmax) {                    // scaling.py: ratio_scale
+    vf s = amax / fmax;
+    vf t = ((amax * 0x1p100f) / fmax) * 0x1p49f;
+    t = t < splat(0x1p23f) ? t : splat(0x1p23f);
+    vf k = __builtin_convertvector(__builtin_convertvector(t, vi), vf);   // trunc; t >= 0
+    k = k < t ? k + 1.0f : k;                                              // ceil
+    k = k < splat(1.0f) ? splat(1.0f) : k;
+    s = s >= splat(0x1p-126f) ? s : k * 0x1p-149f;
+    return amax > 0 ? s : splat(1.0f);
+}
+
 LB_INLINE vf amax_scale(vf amax, float fmt_max, int pow2) {        // element_scale
-    vf s = amax / fmt_max;
-    s = s > 0 ? s : splat(1.0f);
+    vf s = ratio_scale(amax, fmt_max);
     return pow2 ? pow2_ceil(s) : s;
 }
 
