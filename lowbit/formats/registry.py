@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import re
 
+from lowbit.registry import Registry
+
 from .spec import BlockFormat, CodebookFormat, E8M0Format, FloatFormat, IntFormat
 
-_REGISTRY: dict[str, object] = {}
+FORMATS = Registry("format", ordered=True, allowed=lambda: allowed_names())
 SHORTHANDS = {"fp8": "fp8_e4m3", "fp6": "fp6_e3m2", "fp4": "fp4_e2m1", "fp3": "e2m0", "fp2": "e1m0"}
 
 # NF4 (Dettmers et al., QLoRA 2023, appendix E): the 16 quantiles of N(0, 1) normalised to [-1, 1].
@@ -34,11 +36,7 @@ NF4_VALUES = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.394917488098144
 
 def register_format(fmt, name: str | None = None):
     """Register ``fmt`` under ``name`` (default ``fmt.name``); returns the format."""
-    key = (name or fmt.name).lower()
-    if key in _REGISTRY:
-        raise ValueError(f"format name {key!r} is already registered")
-    _REGISTRY[key] = fmt
-    return fmt
+    return FORMATS.add((name or fmt.name).lower(), fmt)
 
 
 def _named(fmt, name):
@@ -85,7 +83,7 @@ def _parse_exmy(key: str, original: str):
     specials = m.group(3) or ("ieee" if E == 8 else "finite")
     bias = int(m.group(4)) if m.group(4) is not None else None
     fmt = FloatFormat(E, M, bias=bias, specials=specials, subnormals=m.group(5) is None)
-    for known in _REGISTRY.values():  # one spelling per format: a named format keeps its name
+    for _, known in FORMATS.items():  # one spelling per format: a named format keeps its name
         if _same_float(fmt, known):
             return known
     return fmt
@@ -100,8 +98,8 @@ def get_format(name):
     original = name
     key = name.strip().lower()
     key = SHORTHANDS.get(key, key)
-    if key in _REGISTRY:
-        return _REGISTRY[key]
+    if key in FORMATS:
+        return FORMATS.get(key)
     if _EXMY.match(key):
         return _parse_exmy(key, original)
     mi = _INT.match(key)
@@ -122,14 +120,14 @@ def get_format(name):
 
 def allowed_names() -> str:
     """One line naming every accepted spelling, for error messages."""
-    named = [k for k, f in _REGISTRY.items() if f.kind != "int"]
+    named = [k for k, f in FORMATS.items() if f.kind != "int"]
     return (", ".join(named) + ", int2..int16, uint1..uint16, shorthands " + ", ".join(SHORTHANDS)
             + ", eXmY[ieee|fn|fnuz|finite][_bBIAS][_ftz], intN_narrow, codebook:v1,v2,...")
 
 
 def list_formats(kind: str | None = None) -> list[str]:
     """Canonical names of the registered formats, optionally only those of one ``kind``."""
-    return [k for k, f in _REGISTRY.items() if kind is None or f.kind == kind]
+    return [k for k, f in FORMATS.items() if kind is None or f.kind == kind]
 
 
 def codebook(values, name: str = "", scaling: str = "none") -> CodebookFormat:
