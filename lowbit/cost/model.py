@@ -81,10 +81,7 @@ def plan_from_assignment(assignment) -> dict:
 
 
 def _elem_bits(spec: QuantSpec | None) -> int:
-    if spec is None:
-        return 32
-    f = spec.format
-    return f.element.bits if f.kind == "block" else f.bits
+    return 32 if spec is None else spec.format.storage_bits
 
 
 def simd_lanes(bits: int) -> int:

@@ -67,11 +67,6 @@ class PackedInfo:
         return dict(self.__dict__)
 
 
-def _elem_bits(spec) -> int:
-    f = spec.format
-    return f.element.bits if f.kind == "block" else f.bits
-
-
 def _model_of(obj) -> nn.Module:
     if isinstance(obj, nn.Module):
         return obj
@@ -136,7 +131,7 @@ def save_packed(model_or_assignment, path) -> PackedInfo:
     skip = set()
     for pname, m, q in qweights:
         enc = encode_weight(m.weight, q)
-        bits = _elem_bits(q.spec)
+        bits = q.spec.format.storage_bits
         data = lowbit.pack(enc.codes.reshape(-1), bits)
         kind, scales = _scale_tensors(enc.scale)
         tensors[pname] = _tensor(data)

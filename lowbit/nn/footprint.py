@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lowbit.formats.tables import values as table_values
+
 from .hooks import HookQuantizers
 from .learnable import LearnableCodebook, LSQQuantizer
 from .modules import QuantLayer
@@ -55,15 +57,10 @@ def weight_bits(shape, spec, learn: str | None = None) -> tuple[int, int]:
     """(element bits, scale/metadata bits) of one weight tensor (module docstring)."""
     n, fmt = math.prod(shape), spec.format
     if learn == "codebook":
-        k = len(fmt.element.values() if fmt.kind == "block" else fmt.values())
+        k = len(table_values(fmt.element))
         scale_bits = 32 * k + (32 if spec.scaling != "none" else 0)
         return n * max(1, math.ceil(math.log2(k))), scale_bits
-    if fmt.kind == "block":
-        blocks = _scale_count(shape, spec)
-        return n * fmt.element.bits, 8 * blocks + (32 if fmt.tensor_scale else 0)
-    scales = _scale_count(shape, spec)
-    per_scale = 64 if (fmt.kind == "int" and not fmt.signed) else 32
-    return n * fmt.bits, per_scale * scales
+    return n * fmt.storage_bits, fmt.scale_storage_bits(_scale_count(shape, spec))
 
 
 @dataclass

@@ -11,7 +11,6 @@ dicts (``to_dict`` / ``from_value``), so recipes serialise to YAML/JSON and hash
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 from lowbit.formats.registry import get_format
@@ -34,9 +33,9 @@ def _format_name(fmt) -> tuple[str, dict]:
             return name, {}
     except ValueError:
         pass
-    m = re.match(r"^(.*)_b(\d+)$", name)
-    if fmt.kind == "block" and m and get_format(m.group(1)).element == fmt.element:
-        return m.group(1), {"block_size": int(m.group(2))}
+    base, fields = fmt.recipe_entry()
+    if fields:
+        return base, fields
     _fail(f"format {name!r} cannot be named in a recipe; allowed: a registered or parseable "
           f"format name (see lowbit.list_formats())")
 

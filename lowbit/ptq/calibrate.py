@@ -166,7 +166,7 @@ def ptq_recipe(weights, acts, weight_scaling: str | None = None, direct_cast: bo
     w, a = _name(weights), _name(acts)
     if w is not None and weight_scaling is not None:
         f = get_format(w)
-        if f.kind != "block" and not (f.kind == "float" and f.bits >= 16):
+        if f.role_scaling("weight") not in ("none", "block"):  # scaled by tensor/channel by default
             w = {"format": w, "scaling": weight_scaling}
     if direct_cast:
         w, a = _direct(w), _direct(a)
@@ -183,7 +183,7 @@ def _direct(entry):
     if entry is None:
         return None
     f = get_format(entry["format"] if isinstance(entry, dict) else entry)
-    return {"format": f.name, "scaling": "none"} if f.kind == "float" else entry
+    return {"format": f.name, "scaling": "none"} if f.direct_cast_ok else entry
 
 
 def _qlayers(model):

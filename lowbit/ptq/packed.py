@@ -29,7 +29,7 @@ def weight_codes(w: torch.Tensor, spec, scale=None, backend: str = "eager"):
         s = enc.scale
         return enc.codes, [t for t in (s if isinstance(s, tuple) else (s,)) if isinstance(t, torch.Tensor)]
     q = quantize(w.detach().float(), spec, scale=scale, backend=backend)
-    if f.kind == "int" and not f.signed:
+    if f.asymmetric:
         s, zp = scale
         return f.encode(torch.round(q / s) + zp), [s, zp]
     return f.encode(q / scale), [scale]
@@ -39,14 +39,9 @@ def decode_codes(codes, spec, scales) -> torch.Tensor:
     """Values of codes from :func:`weight_codes` with a fixed scale (the inverse, for checks)."""
     f = spec.format
     v = f.decode(codes)
-    if f.kind == "int" and not f.signed:
+    if f.asymmetric:
         return (v - scales[1]) * scales[0]
     return v * scales[0]
-
-
-def _elem_bits(spec) -> int:
-    f = spec.format
-    return f.element.bits if f.kind == "block" else f.bits
 
 
 def packed_size(model: nn.Module) -> dict:
@@ -58,7 +53,7 @@ def packed_size(model: nn.Module) -> dict:
             continue
         fixed = q.fixed_scale() if hasattr(q, "fixed_scale") else None
         codes, scales = weight_codes(m.weight, q.spec, fixed, getattr(q, "backend", "eager"))
-        data = lowbit.pack(codes.reshape(-1), _elem_bits(q.spec))
+        data = lowbit.pack(codes.reshape(-1), q.spec.format.storage_bits)
         sbytes = sum(t.numel() * t.element_size() for t in scales)
         counted.add(id(m.weight))
         rows.append({"name": name, "format": q.spec.format.name, "scaling": q.spec.scaling,
