@@ -412,13 +412,21 @@ def _call(b: _Builder, n, env):
     raise ValueError(f"operation {name!r} cannot be exported to ONNX; allowed: {', '.join(SUPPORTED)}")
 
 
-def export_onnx(model: nn.Module, path, example: torch.Tensor, *, calib_x: torch.Tensor | None = None) -> OnnxInfo:
+def export_onnx(model: nn.Module, path, example: torch.Tensor, *, calib_x: torch.Tensor | None = None,
+                backend: str | None = None) -> OnnxInfo:
     """Write ``model`` (a quantized model, eval mode) to ``path`` as an ONNX QDQ graph (opset 21).
 
     ``example``: one input batch (sets the input shape; the batch dimension is dynamic). Dynamic
     activation quantizers need ``calib_x`` (see :func:`freeze_activation_scales`). Returns an
-    :class:`OnnxInfo` whose ``model`` is the PyTorch model the graph matches.
+    :class:`OnnxInfo` whose ``model`` is the PyTorch model the graph matches. ``backend``: the
+    fake-quant kernels of the calibration and tracing passes (None: the current ``lowbit.backend``).
     """
+    from lowbit.ops.backend import backend as use_backend
+    with use_backend(backend):
+        return _export_onnx(model, path, example, calib_x)
+
+
+def _export_onnx(model, path, example, calib_x) -> OnnxInfo:
     import onnx
     model = model.eval()
     dyn = [n for n, m in model.named_modules() if _is_dynamic(m) and n.rsplit(".", 1)[-1] in

@@ -102,7 +102,7 @@ def encode_weight(w: torch.Tensor, q) -> Encoded:
     if fixed is None:
         return lowbit.encode(w.detach().float(), spec)
     from lowbit.ptq.packed import weight_codes
-    codes, _ = weight_codes(w, spec, fixed, getattr(q, "backend", "eager"))
+    codes, _ = weight_codes(w, spec, fixed, getattr(q, "backend", None))
     return Encoded(codes, fixed, spec, tuple(w.shape))
 
 

@@ -53,7 +53,7 @@ def resolve(s: SlotSpec | None, role: str, axis_hint: int = -1) -> QuantSpec | N
         return None
     if role not in ROLES:
         raise ValueError(f"role={role!r} is not allowed; allowed: {', '.join(ROLES)}")
-    fmt = s.format_obj
+    fmt = s.format
     fields = dict(s.fields)
     scaling = fields.setdefault("scaling", default_scaling(fmt, role))
     if "axis" not in fields:

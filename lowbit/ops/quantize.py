@@ -149,8 +149,9 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
     is representable whenever the format is narrower than the input dtype). ``scale`` gives a fixed
     scale (calibrated, or delayed scaling) instead of computing it from ``x``; it must broadcast
     against ``x`` laid out for the spec's granularity. ``generator`` seeds stochastic rounding.
-    ``out`` writes into an existing tensor (no autograd). ``backend``: ``auto`` (default, or the
-    ``LOWBIT_BACKEND`` environment variable), ``eager`` or ``compiled``. ``values`` overrides a
+    ``out`` writes into an existing tensor (no autograd). ``backend``: ``auto``, ``eager``, ``compiled`` or
+    ``native``; None (default) takes the current one (``with lowbit.backend(...)``, else
+    ``LOWBIT_BACKEND``, else ``auto``: :mod:`lowbit.ops.backend`). ``values`` overrides a
     codebook's values with a tensor (used by learnable codebooks).
     """
     spec = make_spec(fmt, **kw)

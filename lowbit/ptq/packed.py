@@ -18,7 +18,7 @@ from lowbit.nn.modules import QuantLayer
 from lowbit.ops import quantize
 
 
-def weight_codes(w: torch.Tensor, spec, scale=None, backend: str = "eager"):
+def weight_codes(w: torch.Tensor, spec, scale=None, backend: str | None = None):
     """(codes, [scale tensors as stored]) of weight ``w`` quantized per ``spec`` with ``scale``.
 
     ``decode`` of the result equals ``lowbit.quantize(w, spec, scale=scale)`` bit for bit (tested).
@@ -52,7 +52,7 @@ def packed_size(model: nn.Module) -> dict:
         if q is None:
             continue
         fixed = q.fixed_scale() if hasattr(q, "fixed_scale") else None
-        codes, scales = weight_codes(m.weight, q.spec, fixed, getattr(q, "backend", "eager"))
+        codes, scales = weight_codes(m.weight, q.spec, fixed, getattr(q, "backend", None))
         data = lowbit.pack(codes.reshape(-1), q.spec.format.storage_bits)
         sbytes = sum(t.numel() * t.element_size() for t in scales)
         counted.add(id(m.weight))
