@@ -96,11 +96,12 @@ def freeze_activation_scales(model: nn.Module, calib_x: torch.Tensor, batch_size
     quantized layers) are :class:`lowbit.ptq.CalibratedQuantizer` with the scale lowbit would compute
     from the amax over all of ``calib_x`` (see the module docstring)."""
     from lowbit.nn.modules import QuantLayer
+    from lowbit.nn.walker import walk
     from lowbit.ops.scaling import element_scale
     from lowbit.ptq import CalibratedQuantizer
     model = copy.deepcopy(model).eval()
-    slots = [(m, s) for m in model.modules() if isinstance(m, QuantLayer)
-             for s in ("input_quantizer", "output_quantizer") if _is_dynamic(getattr(m, s, None))]
+    slots = [(li.module, s) for li in walk(model) if isinstance(li.module, QuantLayer)
+             for s in ("input_quantizer", "output_quantizer") if _is_dynamic(getattr(li.module, s, None))]
     if not slots:
         return model
     for m, s in slots:
