@@ -113,8 +113,9 @@ class BlockFormat(Format):
         return self.element.value_range
 
     def scale_storage_bits(self, n_scales: int) -> int:
-        """One 8-bit scale code per block, plus the fp32 tensor scale of NVFP4."""
-        return self.scale_bits * n_scales + (32 if self.tensor_scale else 0)
+        """One 8-bit scale code per block, plus the fp32 tensor scale that E4M3-scaled (NVFP4) blocks
+        store (1.0 when ``tensor_scale=False``)."""
+        return self.scale_bits * n_scales + (32 if self.scale == "e4m3" else 0)
 
     def code_table(self):
         return self.element.code_table()
