@@ -27,7 +27,7 @@ class BlockFormat(Format):
     A block holding NaN or Inf gets the NaN scale (0xFF) and decodes to all NaN.
 
     ``scale="e4m3"`` is NVFP4: a per-tensor fp32 scale s_t = amax(tensor) / (448 * max_elem) (1 when
-    ``tensor_scale=False`` or amax is 0), block scale s_b = fp8_e4m3(amax(block) / max_elem / s_t),
+    ``tensor_scale=False`` or amax is 0; 2^-149 where the quotient underflows), block scale s_b = fp8_e4m3(amax(block) / max_elem / s_t),
     saturating, elements = element_cast(v / (s_b * s_t)). A block whose s_b rounds to 0 decodes to 0.
     """
 

@@ -17,15 +17,16 @@ from .tables import values as table_values
 @register_family
 @dataclass(frozen=True)
 class CodebookFormat(ElementFormat):
-    """An explicit, sorted set of values; ``x`` maps to the nearest one.
+    """An explicit, sorted set of values (``points``, a tuple); ``x`` maps to the nearest one.
 
-    Ties (``x`` exactly half-way between two neighbours) go to the neighbour with the even index in
+    ``points`` is the field (``values()`` is the method every element format has: the sorted finite
+    values as a float64 numpy array, here the same numbers). Ties (``x`` exactly half-way between two neighbours) go to the neighbour with the even index in
     the sorted list, the codebook analogue of round-half-to-even. Codes are indices into ``values``.
     ``scaling`` is the default scaling when the format is used: ``none`` (values are absolute) or
     ``tensor`` (values are normalised, e.g. NF4 in [-1, 1]).
     """
 
-    values: tuple
+    points: tuple
     name: str = field(default="", compare=False)
     scaling: str = "none"
 
@@ -35,9 +36,9 @@ class CodebookFormat(ElementFormat):
 
     def __post_init__(self):
         try:
-            vals = tuple(float(v) for v in self.values)
+            vals = tuple(float(v) for v in self.points)
         except (TypeError, ValueError):
-            _fail(f"codebook values {self.values!r} must be a list of numbers")
+            _fail(f"codebook values {self.points!r} must be a list of numbers")
         if len(vals) < 2:
             _fail(f"a codebook needs at least 2 values, got {len(vals)}")
         if any(not math.isfinite(v) for v in vals):
@@ -49,21 +50,21 @@ class CodebookFormat(ElementFormat):
         if self.scaling not in ("none", "tensor"):
             _fail(f"codebook scaling={self.scaling!r} is not allowed; allowed: none, tensor")
         vals = tuple(sorted(vals))
-        object.__setattr__(self, "values", vals)
+        object.__setattr__(self, "points", vals)
         if not self.name:
             object.__setattr__(self, "name", "codebook:" + ",".join(f"{v:g}" for v in vals))
 
     @property
     def bits(self) -> int:
-        return max(1, math.ceil(math.log2(len(self.values))))
+        return max(1, math.ceil(math.log2(len(self.points))))
 
     @property
     def n_codes(self) -> int:
-        return len(self.values)
+        return len(self.points)
 
     @property
     def max(self) -> float:
-        return max(abs(v) for v in self.values)
+        return max(abs(v) for v in self.points)
 
     @property
     def emax(self) -> int:
@@ -71,7 +72,7 @@ class CodebookFormat(ElementFormat):
 
     @property
     def min_normal(self) -> float:
-        nz = [abs(v) for v in self.values if v != 0]
+        nz = [abs(v) for v in self.points if v != 0]
         return min(nz) if nz else 0.0
 
     min_subnormal = min_normal
@@ -86,7 +87,7 @@ class CodebookFormat(ElementFormat):
 
     def describe(self) -> dict:
         return dict(name=self.name, kind=self.kind, bits=self.bits, max=self.max,
-                    min=min(self.values), min_normal=self.min_normal, min_subnormal=self.min_normal,
+                    min=min(self.points), min_normal=self.min_normal, min_subnormal=self.min_normal,
                     n_codes=self.n_codes, bits_per_element=float(self.bits))
 
     # ---- the format interface -------------------------------------------------------------------
@@ -108,7 +109,7 @@ class CodebookFormat(ElementFormat):
 
     @property
     def value_range(self):
-        return self.values[0], self.values[-1]
+        return self.points[0], self.points[-1]
 
     def cast(self, y, rounding, saturate, noise, values=None):
         if values is None:
@@ -116,10 +117,10 @@ class CodebookFormat(ElementFormat):
         return codebook_cast(y, values, rounding, noise)[0]
 
     def cast_values(self, device=None):
-        return torch.tensor(self.values, dtype=torch.float32, device=device)
+        return torch.tensor(self.points, dtype=torch.float32, device=device)
 
     def cast_bounds(self, values=None):
-        vals = values if values is not None else self.values
+        vals = values if values is not None else self.points
         return vals[0], vals[-1]
 
     def codes(self, xf, rounding, saturate):
@@ -129,7 +130,7 @@ class CodebookFormat(ElementFormat):
         return codebook_cast(xf, vals, rounding, noise_for(xf, rounding))[1].to(code_dtype(self))
 
     def code_table(self):
-        return np.asarray(self.values, dtype=np.float64)
+        return np.asarray(self.points, dtype=np.float64)
 
     def reference(self, x, saturate):
         vals = table_values(self)

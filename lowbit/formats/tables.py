@@ -24,4 +24,4 @@ def values(fmt) -> np.ndarray:
     """Sorted distinct finite values of a format (for block formats: of its element format)."""
     v = code_values(fmt)
     v = v[np.isfinite(v)]
-    return np.unique(v)  # +0 and -0 compare equal: one zero
+    return np.unique(v) + 0.0  # +0 and -0 compare equal: one zero, +0
