@@ -15,6 +15,9 @@ Grammar accepted by :func:`get_format` (case-insensitive):
   resolves to that format: ``e2m1`` is ``fp4_e2m1``, ``e4m3fn`` is ``fp8_e4m3``;
 * ``intN`` / ``uintN`` with an optional ``_narrow`` (symmetric range);
 * ``codebook:v1,v2,...`` (an explicit value set).
+
+The generic spellings are parsed by the format families themselves (each family's ``parse``, joined
+with ``@register_family``, see :mod:`lowbit.formats.base`), so a new family adds its own grammar.
 """
 from __future__ import annotations
 
