@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from lowbit.export import UnsupportedLayerError, cli_export, export_c
-from lowbit.export.c_build import host_cc, riscv_available, run_host, run_riscv
-from lowbit.export.c_graph import trace
-from lowbit.export.c_integer import pack_weights, quantize_multiplier, unpack_weights
-from lowbit.export.c_reference import run_float
+from lowbit.export.c.build import host_cc, riscv_available, run_host, run_riscv
+from lowbit.export.c.graph import trace
+from lowbit.export.c.integer import pack_weights, quantize_multiplier, unpack_weights
+from lowbit.export.c.reference import run_float
 
 needs_cc = pytest.mark.skipif(host_cc() is None, reason="no host C compiler (cc/gcc/clang)")
 
@@ -251,7 +251,7 @@ def test_instruction_table_feeds_the_cost_model(tmp_path):
 
 @pytest.mark.skipif(riscv_available() is not None, reason=f"RISC-V toolchain: {riscv_available()}")
 def test_measure_instructions_on_riscv(tmp_path):
-    from lowbit.export.c_export import measure_instructions
+    from lowbit.export.c.measure import measure_instructions
 
     m = mlp()
     x = torch.rand(16, 1, 8, 8)

@@ -1,6 +1,6 @@
 """Deployment exports, each checked against a Python golden model.
 
-* ``c`` (this package's :mod:`lowbit.export.c_export`): integer-only C99 for host and RV32IMC.
+* ``c`` (:mod:`lowbit.export.c`): integer-only C99 for host, RV32IMC and RV32IMC + Xlbmac.
 * ``onnx`` / ``packed``: :mod:`lowbit.export.onnx` / :mod:`lowbit.export.packed` (separate modules).
 
 ``cli_export(argv)`` dispatches ``lowbit export c|onnx|packed ...``.
@@ -10,10 +10,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .c_export import cli_c, export_c
-from .c_graph import UnsupportedLayerError
+from .c import UnsupportedLayerError, cli_c, export_c
 
-_TARGETS = {"c": ("lowbit.export.c_export", "cli_c"), "onnx": ("lowbit.export.onnx", "cli_onnx"),
+_TARGETS = {"c": ("lowbit.export.c.cli", "cli_c"), "onnx": ("lowbit.export.onnx", "cli_onnx"),
             "packed": ("lowbit.export.packed", "cli_packed")}
 
 

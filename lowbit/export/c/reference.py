@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .c_graph import Graph
-from .c_integer import QModel, unpack_weights, pack_weights
+from .graph import Graph
+from .integer import QModel, unpack_weights, pack_weights
 
 
 def requant(acc: np.ndarray, q: int, n: int) -> np.ndarray:
@@ -38,10 +38,13 @@ def _conv(x: np.ndarray, ql, cout: int) -> np.ndarray:
     return y.reshape(n, cout, oh, ow)
 
 
-def _pool(x: np.ndarray, ql) -> np.ndarray:
+def _pool(x: np.ndarray, ql, shape) -> np.ndarray:
     n, c, h, w = x.shape
-    k, s = ql.kernel, ql.stride
-    oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    k, s, p = ql.kernel, ql.stride, ql.padding
+    oh, ow = shape[1], shape[2]
+    # max pool padding / ceil_mode: cells outside the map never win (pad far below any int8/uint8)
+    ph, pw = max(0, (oh - 1) * s + k - h - p), max(0, (ow - 1) * s + k - w - p)
+    x = np.pad(x, ((0, 0), (0, 0), (p, ph), (p, pw)), constant_values=-(1 << 20)) if p or ph or pw else x
     win = np.stack([x[:, :, ky:ky + s * (oh - 1) + 1:s, kx:kx + s * (ow - 1) + 1:s]
                     for ky in range(k) for kx in range(k)], axis=2)
     if ql.kind == "pool_max":
@@ -60,7 +63,7 @@ def run_integer(qm: QModel, xq: np.ndarray) -> np.ndarray:
         elif ql.kind == "conv":
             y = _conv(x.reshape(len(x), -1, 1, 1) if ql.linear else x, ql, shape[0])
         elif ql.kind in ("pool_max", "pool_avg"):
-            y = _pool(x, ql)
+            y = _pool(x, ql, shape)
         elif ql.kind == "relu":
             y = np.clip(x, ql.lo, ql.hi)
         elif ql.kind == "add":
@@ -97,7 +100,7 @@ def run_float(graph: Graph, x: torch.Tensor, qm: QModel | None = None) -> torch.
             else:
                 y = F.conv2d(a, w, b, op.stride, op.padding, 1, op.groups)
         elif op.kind == "pool_max":
-            y = F.max_pool2d(a, op.kernel, op.stride)
+            y = F.max_pool2d(a, op.kernel, op.stride, op.padding, ceil_mode=op.extra.get("ceil_mode", False))
         elif op.kind == "pool_avg":
             y = a.mean(dim=(2, 3), keepdim=True) if op.kernel < 0 else F.avg_pool2d(a, op.kernel, op.stride)
         elif op.kind == "add":
