@@ -145,7 +145,7 @@ def test_golden_files_versioned_and_diff_catches_a_change(tmp_path):
     for f in ("model.h", "model.c", "golden.h", "main.c", "manifest.json"):
         assert (tmp_path / f).is_file()
     h = (tmp_path / "model.h").read_text()
-    assert "#define LOWBIT_MODEL_FORMAT_VERSION 1" in h and "const uint32_t w_0" in h
+    assert "#define LOWBIT_MODEL_FORMAT_VERSION 2" in h and "const uint32_t w_0" in h
     assert "int model_infer(const int8_t *in, int8_t *out);" in h
     c = (tmp_path / "model.c").read_text()
     assert "malloc" not in c and "float" not in c and "double" not in c
@@ -255,7 +255,14 @@ def test_measure_instructions_on_riscv(tmp_path):
 
     m = mlp()
     x = torch.rand(16, 1, 8, 8)
-    table = measure_instructions(m, x, x, tmp_path, bits=(2, 8))
+    tables = measure_instructions(m, x, x, tmp_path, bits=(2, 8))
     weight_layers = {n for n, mod in m.named_modules() if isinstance(mod, nn.Linear)}
-    assert set(table.layers) == weight_layers
-    assert all(set(per) == {2, 8} and all(c > 0 for c in per.values()) for per in table.layers.values())
+    assert set(tables) == {"rv32imc", "rv32imc_xlbmac"}
+    for table in tables.values():
+        assert set(table.layers) == weight_layers == set(table.cycles)
+        assert all(set(per) == {2, 8} and all(c > 0 for c in per.values()) for per in table.layers.values())
+    from lowbit.cost import InstructionTable
+    back = InstructionTable.from_file(tmp_path / "instructions.json", "rv32imc")
+    assert back.layers == tables["rv32imc"].layers and back.cycles == tables["rv32imc"].cycles
+    with pytest.raises(ValueError, match="program 'nope' is not in the instruction table"):
+        InstructionTable.from_file(tmp_path / "instructions.json", "nope")

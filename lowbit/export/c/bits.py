@@ -69,7 +69,8 @@ def _from_recipe(model, graph: Graph, recipe) -> dict:
         if not (recipe.keep_first_last and i in (0, len(ops) - 1)):
             spec = recipe.lookup(module, tags_of(mods[module], "weight") if module in mods else (), "weight")
         w = getattr(spec, "weight", None) if spec is not None else None
-        out[op.name] = _format_bits(w.format.name if w is not None else None, module)
+        fmt = getattr(w, "format", None)
+        out[op.name] = _format_bits(getattr(fmt, "name", fmt) if w is not None else None, module)
     names = [op.extra.get("module", op.name) for op in ops]
     for r in recipe.rules:
         if r.pattern is not None and not any(fnmatch.fnmatchcase(n, r.pattern) for n in names):
