@@ -52,26 +52,32 @@ def _pool(x: np.ndarray, ql, shape) -> np.ndarray:
     return div_round(win.sum(axis=2), k * k)
 
 
-def run_integer(qm: QModel, xq: np.ndarray) -> np.ndarray:
-    """int8 input codes (N, C, H, W) -> int output codes (N, out_numel), exactly as model_infer."""
+def step(qm: QModel, ql, env: dict) -> np.ndarray:
+    """One layer of the integer model: reads its inputs from ``env``, returns its output (N, C, H, W)."""
+    x = env[ql.inputs[0]]
+    shape = qm.values[ql.output].shape
+    if ql.kind == "flatten":
+        y = x
+    elif ql.kind == "conv":
+        y = _conv(x.reshape(len(x), -1, 1, 1) if ql.linear else x, ql, shape[0])
+    elif ql.kind in ("pool_max", "pool_avg"):
+        y = _pool(x, ql, shape)
+    elif ql.kind == "relu":
+        y = np.clip(x, ql.lo, ql.hi)
+    elif ql.kind == "add":
+        b = env[ql.inputs[1]]
+        y = np.clip(requant(x, ql.q[0], ql.n[0]) + requant(b, ql.q[1], ql.n[1]), ql.lo, ql.hi)
+    else:
+        raise AssertionError(ql.kind)
+    return y.reshape(len(x), *shape)
+
+
+def run_integer(qm: QModel, xq: np.ndarray, layer_fn=None) -> np.ndarray:
+    """int8 input codes (N, C, H, W) -> int output codes (N, out_numel), exactly as model_infer.
+    ``layer_fn(qm, ql, env)`` replaces :func:`step` (the Xlbmac reference plugs in there)."""
     env = {qm.input: xq.astype(np.int64).reshape(len(xq), *qm.values[qm.input].shape)}
     for ql in qm.layers:
-        x = env[ql.inputs[0]]
-        shape = qm.values[ql.output].shape
-        if ql.kind == "flatten":
-            y = x
-        elif ql.kind == "conv":
-            y = _conv(x.reshape(len(x), -1, 1, 1) if ql.linear else x, ql, shape[0])
-        elif ql.kind in ("pool_max", "pool_avg"):
-            y = _pool(x, ql, shape)
-        elif ql.kind == "relu":
-            y = np.clip(x, ql.lo, ql.hi)
-        elif ql.kind == "add":
-            b = env[ql.inputs[1]]
-            y = np.clip(requant(x, ql.q[0], ql.n[0]) + requant(b, ql.q[1], ql.n[1]), ql.lo, ql.hi)
-        else:
-            raise AssertionError(ql.kind)
-        env[ql.output] = y.reshape(len(x), *shape)
+        env[ql.output] = (layer_fn or step)(qm, ql, env)
     return env[qm.output].reshape(len(xq), -1)
 
 
