@@ -1,7 +1,8 @@
 """Run an RV32IMC(+Xlbmac) ELF in unicorn (QEMU's TCG as a library), counting instructions and cycles.
 
 * The custom opcodes of Xlbmac are illegal to QEMU; a UC_HOOK_CODE hook at each of their addresses
-  executes them with :class:`lowbit.export.c.xlbmac.MacUnit` (write rd, set pc + 4).
+  executes them with :class:`lowbit.export.c.xlbmac.MacUnit` and writes rd, and the word itself is
+  replaced by a nop in the emulated memory, so QEMU steps over it (the counts classify the real word).
 * picolibc's semihosting (``slli x0,x0,0x1f; ebreak; srai x0,x0,7``, a0 = call, a1 = argument) is
   served by a code hook on the ebreak: console output, exit; open/close/istty/flen trivially, others -1.
 * The program signals layer boundaries and exit through stores to a device page at 0x100000
@@ -15,6 +16,7 @@ Needs ``pip install unicorn==2.1.4``.
 """
 from __future__ import annotations
 
+import bisect
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from pathlib import Path
 from .xlbmac import OPCODE_MAC, OPCODE_RQ, IllegalInstruction, MacUnit, writes_rd
 
 DEVICE = 0x100000
+NOP = struct.pack("<I", 0x00000013)   # addi x0, x0, 0
+SCRATCH = 0x0                          # a page the replaced lb.rq / lb.accr words load from
 EBREAK, SEMI_PRE = struct.pack("<I", 0x00100073), struct.pack("<I", 0x01F01013)   # ebreak; slli x0, x0, 0x1f
 SYS_SIMPLE = {0x01: 1, 0x02: 0, 0x09: 1, 0x0C: 0}   # open -> fd 1, close, istty, flen
 SYS_WRITEC, SYS_WRITE0, SYS_WRITE, SYS_EXIT, SYS_EXIT_EXTENDED = 0x03, 0x04, 0x05, 0x18, 0x20
@@ -51,6 +55,25 @@ def load_segments(elf: Path) -> tuple[int, list[tuple[int, bytes, int]]]:
     return entry, segs
 
 
+def _sections(data: bytes) -> dict:
+    shoff, = struct.unpack_from("<I", data, 32)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 46)
+    sec = [struct.unpack_from("<10I", data, shoff + i * shentsize) for i in range(shnum)]
+    names = sec[shstrndx][4]
+    return {data[names + s[0]:data.index(b"\0", names + s[0])].decode(): s for s in sec}
+
+
+def ext_addresses(elf: Path) -> list[int]:
+    """Addresses of the Xlbmac instructions, from the .debug_lbx_sites section the kernels' LB_SITE writes
+    (a sweep of .text for the opcodes would also hit constants: picolibc links .rodata into .text)."""
+    data = Path(elf).read_bytes()
+    sec = _sections(data).get(".debug_lbx_sites")
+    if sec is None:
+        return []
+    off, size = sec[4], sec[5]
+    return sorted(set(struct.unpack_from(f"<{size // 4}I", data, off)))
+
+
 @dataclass
 class EmuResult:
     exit_code: int | None
@@ -66,7 +89,7 @@ class _Machine:
         self.uc, self.unit, self.out = uc, MacUnit(), []
         self.exit_code, self.layer, self.counting, self.done_inference = None, -1, False, False
         self.blocks, self.fall, self.prev, self.prev_end, self.code = Counter(), Counter(), None, -1, {}
-        self.ext_executed, self.stop_after_count = 0, False
+        self.ext_executed, self.stop_after_count, self.compiled = 0, False, {}
         self.regions = mem_regions
 
 
@@ -76,22 +99,33 @@ def _reg(n: int) -> int:
 
 
 def _ext_hook(uc, addr, size, m: _Machine):
-    from unicorn.riscv_const import UC_RISCV_REG_PC
-    insn = struct.unpack("<I", bytes(uc.mem_read(addr, 4)))[0]
-    rs1 = uc.reg_read(_reg((insn >> 15) & 31)) & 0xFFFFFFFF
-    rs2 = uc.reg_read(_reg((insn >> 20) & 31)) & 0xFFFFFFFF
+    """Execute the Xlbmac instruction at ``addr``. Its word in emulated memory was replaced by a legal
+    one (:func:`_replacement`), so QEMU runs on without a trap or a pc change (which would end the
+    translation block at every custom instruction and cost a restart of the emulation loop)."""
+    insn, r1, r2 = m.ext_regs[addr]
+    rs1 = uc.reg_read(r1) & 0xFFFFFFFF if r1 is not None else 0
+    rs2 = uc.reg_read(r2) & 0xFFFFFFFF if r2 is not None else 0
     try:
-        rd_val = m.unit.execute(insn, rs1, rs2)
+        fn = m.compiled.get(addr)
+        if fn is None:
+            fn = m.compiled[addr] = m.unit.compile(insn)
+        rd_val = fn(rs1, rs2)
     except IllegalInstruction as exc:
         m.out.append(f"\n[emulator] illegal instruction at {addr:#x}: {exc}\n")
         m.exit_code = -4
         uc.emu_stop()
         return
-    rd = (insn >> 7) & 31
-    if rd_val is not None and rd and writes_rd(insn):
-        uc.reg_write(_reg(rd), rd_val)
+    if rd_val is not None:
+        uc.mem_write(SCRATCH, struct.pack("<I", rd_val))   # the lw that replaced the word reads it
     m.ext_executed += 1
-    uc.reg_write(UC_RISCV_REG_PC, addr + 4)
+
+
+def _replacement(insn: int) -> bytes:
+    """What runs in place of an Xlbmac word: ``lw rd, 0(x0)`` (rd = the scratch word the hook wrote)
+    for lb.accr / lb.rq, else a nop. Writing rd from the hook directly is not reliable: QEMU may hold
+    the guest register in a host register across the hook's helper call."""
+    rd = (insn >> 7) & 31
+    return struct.pack("<I", (rd << 7) | (2 << 12) | 0x03) if writes_rd(insn) and rd else NOP
 
 
 def _cstr(uc, addr: int) -> bytes:
@@ -155,31 +189,24 @@ def _block(uc, addr, size, m: _Machine):
     m.blocks[key] += 1
     m.prev, m.prev_end = key, addr + size
     if addr not in m.code or len(m.code[addr]) < size:
-        m.code[addr] = bytes(uc.mem_read(addr, size))
+        code = bytearray(uc.mem_read(addr, size))
+        for a in m.ext_sorted[bisect.bisect_left(m.ext_sorted, addr):bisect.bisect_left(m.ext_sorted, addr + size)]:
+            code[a - addr:a - addr + 4] = struct.pack("<I", m.ext[a])   # classify the real instruction
+        m.code[addr] = bytes(code)
 
 
-def ext_sites(segs, text_range) -> tuple[list[int], list[int]]:
-    """Addresses of the 32-bit instructions with the custom-0/custom-1 opcodes, and of the ebreaks of
-    semihosting sequences (a linear sweep of .text)."""
-    out, semi = [], []
-    lo, hi = text_range
+def semihost_sites(segs) -> list[int]:
+    """Addresses of the ebreaks of picolibc's semihosting sequence (hooks only fire if executed)."""
+    out = []
     for vaddr, data, _ in segs:
-        i = max(lo - vaddr, 0)
-        end = min(hi - vaddr, len(data))
-        while i + 2 <= end:
-            h = data[i] | (data[i + 1] << 8)
-            if h & 3 != 3:
-                i += 2
-                continue
-            if i + 4 <= end and (h & 0x7F) in (OPCODE_MAC, OPCODE_RQ):
-                out.append(vaddr + i)
-            if data[i:i + 4] == EBREAK and data[i - 4:i] == SEMI_PRE:
-                semi.append(vaddr + i)
-            i += 4
-    return out, semi
+        i = data.find(SEMI_PRE + EBREAK)
+        while i >= 0:
+            out.append(vaddr + i + 4)
+            i = data.find(SEMI_PRE + EBREAK, i + 4)
+    return out
 
 
-def run_elf(elf, layout: dict, count: bool = False, text_range=None, max_instructions: int = 0,
+def run_elf(elf, layout: dict, count: bool = False, max_instructions: int = 0,
             timeout_s: float = 600) -> EmuResult:
     """Run ``elf`` with RAM regions from ``layout`` ({"flash": (base, size), "ram": (base, size)})."""
     from unicorn import UC_ARCH_RISCV, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_MEM_WRITE, UC_MODE_RISCV32, Uc
@@ -187,14 +214,20 @@ def run_elf(elf, layout: dict, count: bool = False, text_range=None, max_instruc
     for base, size in layout.values():
         uc.mem_map(base, size)
     uc.mem_map(DEVICE, 0x1000)
+    uc.mem_map(SCRATCH, 0x1000)
     entry, segs = load_segments(elf)
     for vaddr, data, _ in segs:
         uc.mem_write(vaddr, data)
     m = _Machine(uc, layout)
     m.counting = m.stop_after_count = count
-    text_range = text_range or (layout["flash"][0], layout["flash"][0] + layout["flash"][1])
-    ext, semi = ext_sites(segs, text_range)
+    ext, semi = ext_addresses(elf), semihost_sites(segs)
+    m.ext = {a: struct.unpack("<I", bytes(uc.mem_read(a, 4)))[0] for a in ext}
+    m.ext_sorted = sorted(m.ext)
+    # unicorn register ids of rs1/rs2 (None: x0, or a field the instruction does not read)
+    m.ext_regs = {a: (w, _reg((w >> 15) & 31) if (w >> 15) & 31 else None, _reg((w >> 20) & 31) if (w >> 20) & 31
+                      else None) for a, w in m.ext.items()}
     for a in ext:
+        uc.mem_write(a, _replacement(m.ext[a]))
         uc.hook_add(UC_HOOK_CODE, _ext_hook, m, a, a)
     for a in semi:
         uc.hook_add(UC_HOOK_CODE, _semihost, m, a, a)

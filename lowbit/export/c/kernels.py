@@ -108,10 +108,13 @@ static void conv(const lb_layer_t *L) {
 /* Xlbmac (docs/riscv-extension.md): lb.mac8/4/2 accumulate 4 output neurons x 1/2/4 inputs into the
  * unit's four accumulators; lb.accw sets one, lb.rqcfg/lb.rq requantize and clamp one. Emitted with
  * .insn so that the stock binutils assemble them. All are volatile asm: their order is kept. */
-#define LB_MAC(f3, f7, a, w) __asm__ volatile(".insn r 0x0b, " #f3 ", " #f7 ", x0, %0, %1" :: "r"(a), "r"(w))
-#define LB_ACCW(j, v) __asm__ volatile(".insn r 0x0b, 3, " #j ", x0, %0, x0" :: "r"(v))
-#define LB_RQCFG(q, c) __asm__ volatile(".insn r 0x2b, 0, 0, x0, %0, %1" :: "r"(q), "r"(c))
-#define LB_RQ(j, r) __asm__ volatile(".insn r 0x2b, 1, " #j ", %0, x0, x0" : "=r"(r))
+/* LB_SITE records each instruction's address in the non-allocated section .debug_lbx_sites, so that tools
+ * (the emulator) find them exactly; it costs no memory on the target. */
+#define LB_SITE "\n.pushsection .debug_lbx_sites, \"\", @progbits\n.word 1b\n.popsection"
+#define LB_MAC(f3, f7, a, w) __asm__ volatile("1: .insn r 0x0b, " #f3 ", " #f7 ", x0, %0, %1" LB_SITE :: "r"(a), "r"(w))
+#define LB_ACCW(j, v) __asm__ volatile("1: .insn r 0x0b, 3, " #j ", x0, %0, x0" LB_SITE :: "r"(v))
+#define LB_RQCFG(q, c) __asm__ volatile("1: .insn r 0x2b, 0, 0, x0, %0, %1" LB_SITE :: "r"(q), "r"(c))
+#define LB_RQ(j, r) __asm__ volatile("1: .insn r 0x2b, 1, " #j ", %0, x0, x0" LB_SITE : "=r"(r))
 
 /* One group of 4 output neurons over `steps` words of 4 activations; S = activations signed. */
 #define LB_ROW(name, body) \

@@ -68,11 +68,12 @@ def mac_terms(bits: int, a_word, w_word, lane: int, signed: bool) -> list:
     p = INPUTS[bits]
     if not 0 <= lane < 4 // p:
         raise IllegalInstruction(f"lane {lane} is not allowed for lb.mac{bits}; allowed: 0..{4 // p - 1}")
+    a = [act(a_word, lane * p + i, signed) for i in range(p)]
     out = []
     for j in range(4):
         s = 0
         for i in range(p):
-            s = s + weight(w_word, j * p + i, bits) * act(a_word, lane * p + i, signed)
+            s = s + weight(w_word, j * p + i, bits) * a[i]
         out.append(s)
     return out
 
@@ -114,32 +115,42 @@ class MacUnit:
     def execute(self, insn: int, rs1: int, rs2: int) -> int | None:
         """Execute ``insn`` with register values ``rs1``/``rs2`` (uint32); returns the rd value
         (a uint32) or None when the instruction writes no register. Raises IllegalInstruction."""
+        return self.compile(insn)(rs1, rs2)
+
+    def compile(self, insn: int):
+        """``insn`` decoded once: a function (rs1, rs2) -> rd value or None that executes it on this
+        unit (the emulator caches one per instruction address). Raises IllegalInstruction."""
         opcode, f3, f7 = insn & 0x7F, (insn >> 12) & 7, insn >> 25
         if opcode == OPCODE_MAC and f3 in (0, 1, 2):
             bits = {0: 8, 1: 4, 2: 2}[f3]
             if f7 >> 3:
                 raise IllegalInstruction(f"lb.mac{bits}: funct7 {f7:#x} is reserved; allowed: (lane << 1) | signed")
-            for j, t in enumerate(mac_terms(bits, rs1, rs2, f7 >> 1, bool(f7 & 1))):
-                self.acc[j] = _wrap32(self.acc[j] + t)
-            return None
+            lane, signed, acc = f7 >> 1, bool(f7 & 1), self.acc
+            mac_terms(bits, 0, 0, lane, signed)          # an illegal lane raises now
+
+            def mac(rs1, rs2):
+                for j, t in enumerate(mac_terms(bits, rs1, rs2, lane, signed)):
+                    acc[j] = _wrap32(acc[j] + t)
+            return mac
         if f7 >> 2:
             raise IllegalInstruction(f"{NAMES.get((opcode, f3), 'custom op')}: funct7 {f7:#x} is reserved")
         j = f7 & 3
         if opcode == OPCODE_MAC and f3 == F3_ACCW:
-            self.acc[j] = sext(rs1, 32)
-            return None
+            return lambda rs1, rs2: self.acc.__setitem__(j, sext(rs1, 32))
         if opcode == OPCODE_MAC and f3 == F3_ACCR:
-            return self.acc[j] & 0xFFFFFFFF
+            return lambda rs1, rs2: self.acc[j] & 0xFFFFFFFF
         if opcode == OPCODE_RQ and f3 == F3_RQCFG:
-            n, lo, hi = rs2 & 0x3F, sext(rs2 >> 8, 9), sext(rs2 >> 17, 9)
-            if n == 0:
-                raise IllegalInstruction("lb.rqcfg: n = 0 is not allowed; allowed: 1..63")
-            self.q, self.n, self.lo, self.hi = rs1 & 0xFFFFFFFF, n, lo, hi
-            return None
+            return self._rqcfg
         if opcode == OPCODE_RQ and f3 == F3_RQ:
-            return requantize(self.acc[j], self.q, self.n, self.lo, self.hi) & 0xFFFFFFFF
+            return lambda rs1, rs2: requantize(self.acc[j], self.q, self.n, self.lo, self.hi) & 0xFFFFFFFF
         raise IllegalInstruction(f"instruction {insn:#010x} (opcode {opcode:#x}, funct3 {f3}) is not an "
                                  f"Xlbmac instruction; allowed: {', '.join(NAMES.values())}")
+
+    def _rqcfg(self, rs1: int, rs2: int) -> None:
+        n, lo, hi = rs2 & 0x3F, sext(rs2 >> 8, 9), sext(rs2 >> 17, 9)
+        if n == 0:
+            raise IllegalInstruction("lb.rqcfg: n = 0 is not allowed; allowed: 1..63")
+        self.q, self.n, self.lo, self.hi = rs1 & 0xFFFFFFFF, n, lo, hi
 
 
 def writes_rd(insn: int) -> bool:
