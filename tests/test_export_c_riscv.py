@@ -227,3 +227,17 @@ def test_search_scores_what_the_c_computes(tmp_path, capsys):
     assert "--objective cycles needs --instructions-table" in capsys.readouterr().err
     assert cli_search(["--target", "c", "--formats", "fp8_e4m3,int4", "--train-quick", "--out", str(tmp_path / "z")]) == 2
     assert "not allowed with --target c" in capsys.readouterr().err
+
+
+@needs_emu
+def test_riscv_cycles_benchmark_runs():
+    """benchmarks/riscv_cycles.py (the source of docs/riscv-extension.md's figures) prints its table."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "riscv_cycles.py"), "--models", "mlp",
+                           "--bits", "2,8"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [l for l in proc.stdout.splitlines() if l.startswith("| features.1 |")]
+    assert len(rows) == 2 and "whole inference, cycles: int2:" in proc.stdout
