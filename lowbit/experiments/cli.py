@@ -62,7 +62,7 @@ def cli_run(argv: list[str] | None = None) -> int:
     try:
         on_result = None
         if args.log:
-            from lowbit.scale.trackers import make_logger
+            from lowbit.experiments.tracking import make_logger
             on_result = make_logger(args.log, cfg.results_dir)
         runs = run_sweep(cfg, jobs=args.jobs, quiet=args.quiet, executor=args.executor,
                          address=args.address, on_result=on_result)

@@ -14,7 +14,7 @@ import yaml
 from lowbit.data import load_dataset
 from lowbit.data.splits import TensorSplit
 from lowbit.models import create_model
-from lowbit.scale.ddp import shard, train_ddp
+from lowbit.distributed.ddp import shard, train_ddp
 from lowbit.train import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -85,7 +85,7 @@ def test_torchrun_entry_point_writes_results(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "lowbit.scale.ddp", "--config", str(path), "--out", str(out)]
+           "-m", "lowbit.cli.ddp", "--config", str(path), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]

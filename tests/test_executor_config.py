@@ -1,4 +1,4 @@
-"""Config and CLI plumbing of lowbit.scale that needs no optional package."""
+"""Sweep executors and trackers: config and CLI plumbing that needs no optional package."""
 import sys
 
 import pytest

@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from lowbit.experiments import cli_run
-from lowbit.scale.trackers import make_logger, mirror_sweep, mlflow_uri
+from lowbit.experiments.tracking import make_logger, mirror_sweep, mlflow_uri
 
 TINY = {"name": "trk", "models": ["mlp"], "datasets": ["digits"], "epochs": 2, "batch_size": 64,
         "quant_backend": "eager", "data": {"train_subset": 200, "eval_subset": 100}}
