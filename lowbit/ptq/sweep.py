@@ -119,7 +119,7 @@ def select_row(rows: list[dict], max_drop: float = 0.01) -> dict | None:
 
 def layer_costs(model, input_shape, recipe, energy=None) -> list[dict]:
     """Per-layer lowbit.cost rows of ``model`` under ``recipe`` (on a copy), with ``layer`` and ``format``
-    columns as :func:`lowbit.search.plots.plot_energy_breakdown` expects."""
+    columns as :func:`lowbit.report.plots_search.plot_energy_breakdown` expects."""
     import copy
 
     from lowbit.cost import EnergyModel

@@ -6,7 +6,6 @@ mailed or archived on its own.
 from __future__ import annotations
 
 import argparse
-import base64
 import html
 import sys
 import time
@@ -16,26 +15,8 @@ import pandas as pd
 
 from lowbit.experiments.store import load_tables
 from lowbit.report import plots
+from lowbit.report.page import CSS, html_table, img_tag
 from lowbit.report.tables import comparison_table, precision_table
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
-table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:0.5em 0 1.5em}
-.failed td{background:#fee}code{background:#f4f4f4;padding:1px 4px}"""
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _table(df: pd.DataFrame, index: bool = False, float_format: str = "{:.2f}") -> str:
-    if df.empty:
-        return "<p>(empty)</p>"
-    return df.to_html(index=index, border=0, na_rep="-", escape=True,
-                      float_format=float_format.format, classes="results")
-
 
 def _environment(runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["lowbit_version", "git_commit", "git_dirty", "torch_version", "numpy_version",
@@ -60,9 +41,9 @@ def render_html(title: str, runs: pd.DataFrame, figures: dict[str, Path],
              "the epoch of best validation accuracy.</p>"]
     for name, df in tables.items():
         parts.append(f"<h2>{html.escape(name)}</h2>")
-        parts.append(_table(df, index=df.index.name is not None))
+        parts.append(html_table(df, index=df.index.name is not None))
     for name, path in figures.items():
-        parts.append(f"<h2>{html.escape(name)}</h2>{_img(path, name)}")
+        parts.append(f"<h2>{html.escape(name)}</h2>{img_tag(path, name)}")
     parts.extend(extra)     # sections of ptq / search folders (lowbit.report.sections)
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -152,7 +152,7 @@ def cli_sensitivity(argv: list[str] | None = None) -> int:
 def _sensitivity(argv) -> int:
     from .evaluate import EvalData
     from .sensitivity import METHODS, check_methods, layer_sensitivity, rank_agreement, ranking, write_sensitivity
-    from .plots import render_search_report
+    from lowbit.report.plots_search import render_search_report
     p = _common("lowbit sensitivity", "Per-layer sensitivity to quantization (only one layer quantized at a time).")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     p.add_argument("--probe", default=None, help="format whose scores are ranked (default: the cheapest)")
@@ -253,7 +253,7 @@ def cli_search(argv: list[str] | None = None) -> int:
 
 def _search(argv) -> int:
     from .evaluate import EvalData, Evaluator
-    from .plots import render_search_report
+    from lowbit.report.plots_search import render_search_report
     from .problem import Problem
     from .strategies import run_search
     p = _search_parser()
