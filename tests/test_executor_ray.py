@@ -9,7 +9,8 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from lowbit.experiments import cli_run, load_sweep, run_sweep, sweep_from_dict  # noqa: E402
+from lowbit.cli.run import main as cli_run  # noqa: E402
+from lowbit.experiments import load_sweep, run_sweep, sweep_from_dict  # noqa: E402
 from lowbit.experiments.executors import RayExecutor  # noqa: E402
 
 TINY = {"name": "raytiny", "models": ["mlp"], "datasets": ["digits"], "epochs": 2,

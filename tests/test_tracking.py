@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from lowbit.experiments import cli_run
+from lowbit.cli.run import main as cli_run
 from lowbit.experiments.tracking import make_logger, mirror_sweep, mlflow_uri
 
 TINY = {"name": "trk", "models": ["mlp"], "datasets": ["digits"], "epochs": 2, "batch_size": 64,

@@ -1,133 +1,69 @@
-"""The ``lowbit`` command line.
+"""The ``lowbit`` command line: one module per command, one parser convention, one model/data source.
 
-    lowbit formats [NAME ...] [--values] [--kind KIND] [--json]   the number formats and their properties
-    lowbit run [CONFIG.yaml] [--set key=value ...] [-j N]          run an experiment sweep (default: built-in)
-    lowbit report RESULTS_DIR [--out DIR]                          plots + HTML report of a sweep
-    lowbit ptq ... / sensitivity ... / search ... / cost ...       post-training quantization and analysis
-    lowbit export c|onnx|packed ...                                deployment exports, checked against Python
+    lowbit formats [NAME ...] [--values] [--kind KIND] [--json]   the number formats      (cli/formats.py)
+    lowbit run [CONFIG.yaml] [--set key=value ...] [-j N]          an experiment sweep     (cli/run.py)
+    lowbit report RESULTS_DIR [--out DIR]                          plots + HTML report     (cli/report.py)
+    lowbit ptq | sensitivity | search | cost ...                   PTQ and analysis        (cli/ptq.py, ...)
+    lowbit export onnx | packed | c ...                            deployment exports      (cli/export*.py)
+    python -m torch.distributed.run ... -m lowbit.cli.ddp ...      a sweep, data-parallel  (cli/ddp.py)
 
-Bad input gives one line on stderr (which value, what is allowed) and exit code 2.
+Every command is an argparse sub-parser (``add_parser(sub)`` in its module, registered in
+:data:`COMMANDS`) whose ``run(args)`` turns the flags into Python objects once and calls the libraries
+(lowbit.ptq, lowbit.search, lowbit.cost, lowbit.export, lowbit.experiments, lowbit.report). The model
+and data flags mean the same everywhere (:mod:`lowbit.cli.source`). Bad input gives one line on
+stderr (``lowbit CMD: error: ...``: which value, what is allowed) and exit code 2; ``--help`` works on
+every command and sub-command; ``lowbit --version`` prints the version.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import importlib
 import sys
 
-KINDS = ("float", "int", "codebook", "scale", "block")
+from lowbit.cli.common import Parser, UsageError, fail
 
-
-def _fmt_num(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if v == 0:
-            return "0"
-        e = math.log2(abs(v))
-        if e == int(e) and abs(e) > 6:
-            return f"2^{int(e)}"
-        return f"{v:.6g}"
-    return str(v)
-
-
-def _row(fmt) -> dict:
-    d = fmt.describe()
-    specials = d.get("specials") or ("-" if fmt.kind != "block" else f"{fmt.scale} / {fmt.block_size}")
-    return {"name": fmt.name, "kind": fmt.kind, "bits": d["bits"], "bits/elem": f"{d['bits_per_element']:g}",
-            "max": _fmt_num(d["max"]), "min normal": _fmt_num(d["min_normal"]),
-            "min subnormal": _fmt_num(d["min_subnormal"]), "codes": d["n_codes"], "specials": specials}
-
-
-def print_table(rows: list[dict], out=sys.stdout) -> None:
-    if not rows:
-        return
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    out.write("  ".join(c.ljust(widths[c]) for c in cols).rstrip() + "\n")
-    out.write("  ".join("-" * widths[c] for c in cols) + "\n")
-    for r in rows:
-        out.write("  ".join(str(r[c]).ljust(widths[c]) for c in cols).rstrip() + "\n")
-
-
-def cmd_formats(args) -> int:
-    from lowbit.formats import SHORTHANDS, get_format, list_formats
-
-    names = args.names or list_formats(args.kind)
-    fmts = [get_format(n) for n in names]
-    if args.values:
-        for f in fmts:
-            vals = f.values() if f.kind != "block" else f.element.values()
-            if args.json:
-                print(json.dumps({"name": f.name, "values": [float(v) for v in vals]}))
-            else:
-                label = f" (element {f.element.name})" if f.kind == "block" else ""
-                print(f"{f.name}{label}: {len(vals)} distinct finite values")
-                print(" ".join(f"{v:g}" for v in vals))
-        return 0
-    if args.json:
-        print(json.dumps([f.describe() for f in fmts], indent=1))
-        return 0
-    print_table([_row(f) for f in fmts])
-    if not args.names:
-        print("\nshorthands: " + ", ".join(f"{k} -> {v}" for k, v in SHORTHANDS.items()))
-        print("generic:    eXmY[ieee|fn|fnuz|finite][_bBIAS][_ftz] with 1<=X<=8, 0<=Y<=10 (default: all codes "
-              "finite, saturating; X=8: ieee),\n            intN[_narrow], uintN, codebook:v1,v2,...  "
-              "Note: e4m3 (max 480) is not fp8_e4m3 (OCP 'fn', max 448).")
-    return 0
-
-
-def _delegate(module: str, func: str, argv: list[str]) -> int:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        print(f"lowbit: error: this command is not available ({exc})", file=sys.stderr)
-        return 2
-    return int(getattr(mod, func)(argv) or 0)
+# command modules, in the order ``lowbit --help`` lists them (a new command: a module + one entry)
+COMMANDS = ("formats", "run", "report", "ptq", "sensitivity", "search", "cost", "export")
+ERRORS = (ValueError, OSError, ImportError)   # raised by a command's run(): one line, exit 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lowbit", description="lowbit: a precision laboratory for PyTorch.")
+    from lowbit import __version__
+
+    p = Parser(prog="lowbit", description="lowbit: a precision laboratory for PyTorch.")
+    p.add_argument("--version", action="version", version=f"lowbit {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
-    f = sub.add_parser("formats", help="list number formats and their properties",
-                       description="List number formats. Example: lowbit formats fp6_e2m3 --values")
-    f.add_argument("names", nargs="*", help="format names (default: all registered)")
-    f.add_argument("--values", action="store_true", help="list every representable finite value")
-    f.add_argument("--kind", choices=KINDS, help="only formats of this kind")
-    f.add_argument("--json", action="store_true", help="machine-readable output")
-    for name, (_, _, helptext) in DELEGATED.items():
-        sub.add_parser(name, help=f"{helptext} (lowbit {name} --help)", add_help=False)
+    for name in COMMANDS:
+        importlib.import_module(f"lowbit.cli.{name}").add_parser(sub)
     return p
 
 
-DELEGATED = {
-    "run": ("lowbit.experiments", "cli_run", "run an experiment sweep (default: the built-in one)"),
-    "report": ("lowbit.report", "cli_report", "plots and the HTML report of a sweep"),
-    "ptq": ("lowbit.ptq", "cli_ptq", "post-training quantization: calibrate, W x A sweep, packed size"),
-    "sensitivity": ("lowbit.search", "cli_sensitivity", "per-layer sensitivity to quantization"),
-    "search": ("lowbit.search", "cli_search", "mixed-precision bit assignment search"),
-    "cost": ("lowbit.cost", "cli_cost", "size, BitOps, energy and instruction cost of a model"),
-    "export": ("lowbit.export", "cli_export", "integer-only C / RISC-V, ONNX QDQ, packed checkpoints"),
-}
+def _prog(args) -> str:
+    parser = getattr(args, "parser", None)
+    return parser.prog if parser is not None else "lowbit"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``lowbit``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        module, func, _ = DELEGATED[argv[0]]
-        return _delegate(module, func, argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.cmd is None:
-        parser.print_help()
-        return 0
     try:
-        return cmd_formats(args)
-    except ValueError as exc:
-        print(f"lowbit: error: {exc}", file=sys.stderr)
-        return 2
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", _prog(args))
+    except SystemExit as exc:   # --help, --version
+        return int(exc.code or 0)
+    except UsageError as exc:
+        return fail(exc.prog or "lowbit", exc)
+    if getattr(args, "run", None) is None:
+        (getattr(args, "parser", None) or parser).print_help()
+        return 0 if args.cmd is None else 2
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as exc:
+        return fail(exc.prog or _prog(args), exc)
+    except getattr(args, "errors", ERRORS) as exc:
+        return fail(_prog(args), exc)
 
 
 if __name__ == "__main__":

@@ -1,36 +1,15 @@
-"""Deployment exports, each checked against a Python golden model.
+"""Deployment exports, each checked against a Python golden model (a library: Python objects in, files out).
 
-* ``c`` (this package's :mod:`lowbit.export.c_export`): integer-only C99 for host and RV32IMC.
-* ``onnx`` / ``packed``: :mod:`lowbit.export.onnx` / :mod:`lowbit.export.packed` (separate modules).
+* ``c`` (:mod:`lowbit.export.c_export`): ``export_c(model, calib_x, eval_x, eval_y, out_dir, bits, ...)``,
+  integer-only C99 for host and RV32IMC, checked bit for bit; ``measure_instructions`` (RV32IMC counts).
+* ``onnx`` (:mod:`lowbit.export.onnx`): ``export_onnx`` / ``compare_onnx``, QDQ graphs run in onnxruntime.
+* ``packed`` (:mod:`lowbit.export.packed`): ``save_packed`` / ``load_packed``, bit-packed safetensors.
 
-``cli_export(argv)`` dispatches ``lowbit export c|onnx|packed ...``.
+The commands ``lowbit export c|onnx|packed``: :mod:`lowbit.cli.export`.
 """
 from __future__ import annotations
 
-import importlib
-import sys
-
-from .c_export import cli_c, export_c
+from .c_export import export_c
 from .c_graph import UnsupportedLayerError
 
-_TARGETS = {"c": ("lowbit.export.c_export", "cli_c"), "onnx": ("lowbit.export.onnx", "cli_onnx"),
-            "packed": ("lowbit.export.packed", "cli_packed")}
-
-
-def cli_export(argv=None) -> int:
-    """``lowbit export TARGET ...`` with TARGET in c, onnx, packed (onnx/packed when installed)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in _TARGETS:
-        got = repr(argv[0]) if argv else "nothing"
-        print(f"lowbit export: target {got} is not allowed; allowed: {', '.join(_TARGETS)}", file=sys.stderr)
-        return 2
-    mod, fn = _TARGETS[argv[0]]
-    try:
-        run = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as exc:
-        print(f"lowbit export {argv[0]}: not available ({exc})", file=sys.stderr)
-        return 2
-    return run(argv[1:])
-
-
-__all__ = ["UnsupportedLayerError", "cli_c", "cli_export", "export_c"]
+__all__ = ["UnsupportedLayerError", "export_c"]

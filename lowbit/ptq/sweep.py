@@ -6,6 +6,7 @@ original size (every parameter in fp32), the compressed size MEASURED from the p
 assignment next to it as a cross-check (:func:`lowbit.cost.model_cost`; it computes bits from
 formats, so it differs from the packed size only by the byte padding of each packed tensor), plus
 BitOps and energy per sample. The first row is the FP32 reference. Sizes are bytes in the rows.
+``meta`` (e.g. the model's name and provenance, as ``lowbit ptq`` passes) is copied into every row.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+import lowbit
 from lowbit.cost import model_cost, plan_from_assignment, profile_layers
 from lowbit.data import normalize
 from lowbit.train import evaluate
@@ -37,15 +39,6 @@ def accuracy(model, splits, split: str = "test") -> float:
     return evaluate(model, s.x, s.y, mean=splits.mean, std=splits.std)[1]
 
 
-def _versions() -> dict:
-    try:
-        from lowbit.experiments.env import code_version, environment
-        return {**code_version(), **environment("cpu")}
-    except Exception:  # noqa: BLE001 - provenance is best effort, never a reason to fail a sweep
-        import lowbit
-        return {"lowbit_version": lowbit.__version__}
-
-
 def _cost(model, input_shape, assignment=None) -> dict:
     layers = profile_layers(model, input_shape)
     rep = model_cost(layers, plan_from_assignment(assignment) if assignment is not None else {})
@@ -64,7 +57,7 @@ def ptq_sweep(model, splits, weights, acts, config: PTQConfig | None = None, *, 
             "percentile": cfg.percentile if "percentile" in (cfg.calib, cfg.weight_calib) else None,
             "calib_samples": len(calib), "per_channel": cfg.per_channel, "bias_correction": cfg.bias_correction,
             "keep_first_last": cfg.keep_first_last, "fold_bn": cfg.fold_bn, "direct_cast": cfg.direct_cast,
-            "seed": seed, **_versions(), "torch_version": torch.__version__}
+            "seed": seed, "lowbit_version": lowbit.__version__, "torch_version": torch.__version__}
     fp32_acc = accuracy(model, splits)
     orig = 4 * sum(p.numel() for p in model.parameters())
     rows = [dict(base, weights="fp32", acts="fp32", acc=fp32_acc, fp32_acc=fp32_acc, drop=0.0, orig_bytes=orig,

@@ -5,9 +5,7 @@ mailed or archived on its own.
 """
 from __future__ import annotations
 
-import argparse
 import html
-import sys
 import time
 from pathlib import Path
 
@@ -79,46 +77,3 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     tmp.write_text(render_html(title or f"lowbit report: {name}", runs, figures, tables, extra))
     tmp.replace(page)
     return page
-
-
-def cli_report(argv: list[str] | None = None) -> int:
-    """Entry point of ``lowbit report RESULTS_DIR [--out DIR] [--include DIR ...]``; returns the
-    exit code. RESULTS_DIR: a sweep (results/runs.csv), or a ``lowbit ptq`` (ptq_results.csv) /
-    ``lowbit search`` (results.csv + recipe.yaml) / ``lowbit sensitivity`` output folder."""
-    from lowbit.report.sections import build_folder_report, detect, find_sections
-    p = argparse.ArgumentParser(prog="lowbit report", description="Plots, tables and an HTML "
-                                "page from a sweep's results (the sweep's out_dir or its "
-                                "results/ folder), or from a lowbit ptq / search / sensitivity "
-                                "output folder.")
-    p.add_argument("results_dir", nargs="?", default="runs/default",
-                   help="sweep, ptq or search output directory (default runs/default)")
-    p.add_argument("--out", help="report directory (default RESULTS_DIR/report)")
-    p.add_argument("--title", help="page title")
-    p.add_argument("--include", action="append", default=[], metavar="DIR",
-                   help="a ptq / search output folder to add as a section (repeatable); folders of "
-                        "that kind directly inside RESULTS_DIR are added without it")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    root = Path(args.results_dir)
-    for inc in args.include:
-        if detect(inc) is None:
-            print(f"error: --include {inc!r} is not a ptq or search output folder (expected "
-                  f"ptq_results.csv, or results.csv + recipe.yaml, or sensitivity.csv there)", file=sys.stderr)
-            return 2
-    base = root.parent if root.name == "results" else root
-    out = Path(args.out) if args.out else base / "report"
-    if not (root / "results" / "runs.csv").exists() and not (root / "runs.csv").exists():
-        if detect(root) is None:
-            print(f"error: no results in {str(root)!r} (expected results/runs.csv, ptq_results.csv, "
-                  f"results.csv + recipe.yaml, or sensitivity.csv there)", file=sys.stderr)
-            return 2
-        page = build_folder_report([root, *args.include], out, args.title)
-        print(f"report: {page}")
-        return 0
-    include = [d for d in find_sections(base) if d not in map(Path, args.include)] + \
-        [Path(d) for d in args.include]
-    page = build_report(root, out, args.title, include)
-    print(f"report: {page}")
-    return 0

@@ -19,7 +19,6 @@ evolutionary (Optuna NSGA-II), finetune (QAT). Figures: :mod:`lowbit.report.plot
 the commands: :mod:`lowbit.cli.search`, :mod:`lowbit.cli.sensitivity`.
 """
 from . import evolutionary, ilp  # noqa: F401  (register their strategies)
-from .cli import cli_search, cli_sensitivity
 from .costing import METRICS, CostTable, cost_of, profile_layers
 from .evaluate import EvalData, Evaluator, evaluate_recipe
 from .finetune import finetune
@@ -33,7 +32,7 @@ from .space import Choice, SearchSpace, build_space, parse_choices
 from .strategies import get_strategy, list_strategies, register_strategy, run_search
 
 __all__ = ["METHODS", "METRICS", "Choice", "CostTable", "EvalData", "Evaluator", "Problem", "Result", "SearchSpace",
-           "build_space", "cli_search", "cli_sensitivity", "cost_of", "evaluate_recipe", "finetune", "get_strategy",
+           "build_space", "cost_of", "evaluate_recipe", "finetune", "get_strategy",
            "layer_scores", "layer_sensitivity", "list_strategies", "pareto_mask", "parse_choices", "profile_layers",
            "rank_agreement", "ranking", "register_strategy", "run_search", "score", "select", "solve_ilp", "staircase",
            "write_sensitivity"]
