@@ -87,9 +87,9 @@ def test_int_and_codebook_facts():
     mx8 = get_format("mxint8").element
     assert (mx8.max, mx8.min, mx8.step, mx8.emax) == (127 / 64, -127 / 64, 2.0 ** -6, 0)
     nf4 = get_format("nf4")
-    assert nf4.n_codes == 16 and nf4.values[0] == -1 and nf4.values[-1] == 1 and 0.0 in nf4.values
+    assert nf4.n_codes == 16 and nf4.points[0] == -1 and nf4.points[-1] == 1 and 0.0 in nf4.points
     cb = get_format("codebook:4,-1,1,0")
-    assert cb.values == (-1.0, 0.0, 1.0, 4.0) and cb.bits == 2 and cb.max == 4
+    assert cb.points == (-1.0, 0.0, 1.0, 4.0) and cb.bits == 2 and cb.max == 4
 
 
 @pytest.mark.parametrize("name,bpe", [("mxfp8_e4m3", 8.25), ("mxfp8_e5m2", 8.25), ("mxfp6_e3m2", 6.25),

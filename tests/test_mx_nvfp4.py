@@ -98,7 +98,7 @@ def nvfp4_ref(x, block=16, axis=-1, tensor_scale=True):
     xv = np.asarray(x, np.float64)
     fin = np.abs(xv[np.isfinite(xv)])
     st = float(np.float32((fin.max() if fin.size else 0.0) / (448.0 * 6.0))) if tensor_scale else 1.0
-    st = st if st > 0 else 1.0
+    st = st if st > 0 else (2.0 ** -149 if fin.size and fin.max() > 0 else 1.0)   # never 0 for amax > 0
     out = np.empty_like(xb)
     for i, v in enumerate(xb):
         if not np.isfinite(v).all():

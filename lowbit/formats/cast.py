@@ -129,6 +129,16 @@ def _float_cast_int(x: torch.Tensor, fmt, rounding: str, saturate: bool, noise) 
     return _finish(q, x, fmt, saturate)
 
 
+def int_round(y: torch.Tensor, rounding: str, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """``y`` rounded to an integer (as fp32) per ``rounding``; NaN and +-Inf pass through."""
+    if rounding == "nearest":
+        return torch.round(y)  # torch.round is round-half-to-even
+    if rounding == "zero":
+        return torch.trunc(y)
+    fl = torch.floor(y)
+    return fl + (noise < (y - fl)).to(torch.float32)
+
+
 def int_cast(x: torch.Tensor, fmt, rounding: str = "nearest", saturate: bool = True,
              noise: torch.Tensor | None = None) -> torch.Tensor:
     """Round fp32 ``x`` to the integer grid of ``fmt`` (step 2^-frac_bits) and clamp to its range.
@@ -136,14 +146,7 @@ def int_cast(x: torch.Tensor, fmt, rounding: str = "nearest", saturate: bool = T
     Integers have no Inf: out-of-range values (and +-Inf) always saturate; NaN stays NaN; zero is +0.
     """
     y = x * (2.0 ** fmt.frac_bits) if fmt.frac_bits else x
-    if rounding == "nearest":
-        r = torch.round(y)  # torch.round is round-half-to-even
-    elif rounding == "zero":
-        r = torch.trunc(y)
-    else:
-        fl = torch.floor(y)
-        r = fl + (noise < (y - fl)).to(torch.float32)
-    r = r.clamp(fmt.qmin, fmt.qmax)  # clamp propagates NaN
+    r = int_round(y, rounding, noise).clamp(fmt.qmin, fmt.qmax)  # clamp propagates NaN
     r = torch.where(r == 0, 0.0, r)  # integers have no -0 (round(-0.3) is -0.0): the code 0 decodes to +0
     return r * fmt.step if fmt.frac_bits else r
 

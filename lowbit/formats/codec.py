@@ -132,7 +132,7 @@ def encode_direct(x: torch.Tensor, fmt, rounding: str = "nearest", saturate: boo
     if fmt.kind == "codebook":
         if bool(torch.isnan(xf).any()):
             raise ValueError(f"codebook {fmt.name!r} has no NaN code; the input holds NaN")
-        vals = torch.tensor(fmt.values, dtype=torch.float32, device=xf.device)
+        vals = torch.tensor(fmt.points, dtype=torch.float32, device=xf.device)
         return codebook_cast(xf, vals, rounding, _noise(xf, rounding))[1].to(code_dtype(fmt))
     if fmt.kind == "scale":
         q = e8m0_cast(xf)

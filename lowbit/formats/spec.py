@@ -261,15 +261,16 @@ class IntFormat(_Codes):
 
 @dataclass(frozen=True)
 class CodebookFormat(_Codes):
-    """An explicit, sorted set of values; ``x`` maps to the nearest one.
+    """An explicit, sorted set of values (``points``, a tuple); ``x`` maps to the nearest one.
 
-    Ties (``x`` exactly half-way between two neighbours) go to the neighbour with the even index in
+    ``points`` is the field (``values()`` is the method every element format has: the sorted finite
+    values as a float64 numpy array, here the same numbers). Ties (``x`` exactly half-way between two neighbours) go to the neighbour with the even index in
     the sorted list, the codebook analogue of round-half-to-even. Codes are indices into ``values``.
     ``scaling`` is the default scaling when the format is used: ``none`` (values are absolute) or
     ``tensor`` (values are normalised, e.g. NF4 in [-1, 1]).
     """
 
-    values: tuple
+    points: tuple
     name: str = field(default="", compare=False)
     scaling: str = "none"
 
@@ -277,9 +278,9 @@ class CodebookFormat(_Codes):
 
     def __post_init__(self):
         try:
-            vals = tuple(float(v) for v in self.values)
+            vals = tuple(float(v) for v in self.points)
         except (TypeError, ValueError):
-            _fail(f"codebook values {self.values!r} must be a list of numbers")
+            _fail(f"codebook values {self.points!r} must be a list of numbers")
         if len(vals) < 2:
             _fail(f"a codebook needs at least 2 values, got {len(vals)}")
         if any(not math.isfinite(v) for v in vals):
@@ -291,21 +292,21 @@ class CodebookFormat(_Codes):
         if self.scaling not in ("none", "tensor"):
             _fail(f"codebook scaling={self.scaling!r} is not allowed; allowed: none, tensor")
         vals = tuple(sorted(vals))
-        object.__setattr__(self, "values", vals)
+        object.__setattr__(self, "points", vals)
         if not self.name:
             object.__setattr__(self, "name", "codebook:" + ",".join(f"{v:g}" for v in vals))
 
     @property
     def bits(self) -> int:
-        return max(1, math.ceil(math.log2(len(self.values))))
+        return max(1, math.ceil(math.log2(len(self.points))))
 
     @property
     def n_codes(self) -> int:
-        return len(self.values)
+        return len(self.points)
 
     @property
     def max(self) -> float:
-        return max(abs(v) for v in self.values)
+        return max(abs(v) for v in self.points)
 
     @property
     def emax(self) -> int:
@@ -313,7 +314,7 @@ class CodebookFormat(_Codes):
 
     @property
     def min_normal(self) -> float:
-        nz = [abs(v) for v in self.values if v != 0]
+        nz = [abs(v) for v in self.points if v != 0]
         return min(nz) if nz else 0.0
 
     min_subnormal = min_normal
@@ -328,7 +329,7 @@ class CodebookFormat(_Codes):
 
     def describe(self) -> dict:
         return dict(name=self.name, kind=self.kind, bits=self.bits, max=self.max,
-                    min=min(self.values), min_normal=self.min_normal, min_subnormal=self.min_normal,
+                    min=min(self.points), min_normal=self.min_normal, min_subnormal=self.min_normal,
                     n_codes=self.n_codes, bits_per_element=float(self.bits))
 
 
@@ -379,7 +380,7 @@ class BlockFormat:
     A block holding NaN or Inf gets the NaN scale (0xFF) and decodes to all NaN.
 
     ``scale="e4m3"`` is NVFP4: a per-tensor fp32 scale s_t = amax(tensor) / (448 * max_elem) (1 when
-    ``tensor_scale=False`` or amax is 0), block scale s_b = fp8_e4m3(amax(block) / max_elem / s_t),
+    ``tensor_scale=False`` or amax is 0; 2^-149 where the quotient underflows), block scale s_b = fp8_e4m3(amax(block) / max_elem / s_t),
     saturating, elements = element_cast(v / (s_b * s_t)). A block whose s_b rounds to 0 decodes to 0.
     """
 
@@ -436,6 +437,10 @@ class BlockFormat:
     @property
     def default_scaling(self) -> str:
         return "block"
+
+    def values(self):
+        """Sorted distinct finite element values (float64 numpy array), before block scaling."""
+        return self.element.values()
 
     def describe(self) -> dict:
         return dict(name=self.name, kind=self.kind, bits=self.bits, element=self.element.name,

@@ -24,7 +24,7 @@ def _code_values(fmt) -> np.ndarray:
             vals[codes == -(fmt.n_codes // 2)] = np.nan  # unused code
         return vals
     if fmt.kind == "codebook":
-        return np.asarray(fmt.values, dtype=np.float64)
+        return np.asarray(fmt.points, dtype=np.float64)
     if fmt.kind == "scale":  # E8M0
         vals = np.array([math.ldexp(1.0, e - 127) for e in range(256)], dtype=np.float64)
         vals[255] = np.nan
@@ -67,4 +67,4 @@ def values(fmt) -> np.ndarray:
     """Sorted distinct finite values of a format (for block formats: of its element format)."""
     v = code_values(fmt)
     v = v[np.isfinite(v)]
-    return np.unique(v)  # +0 and -0 compare equal: one zero
+    return np.unique(v) + 0.0  # +0 and -0 compare equal: one zero, +0

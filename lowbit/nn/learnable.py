@@ -43,7 +43,7 @@ INITS = ("lsq", "amax")
 def _range(fmt) -> tuple[float, float]:
     """The values a format spans in scaled units (zero point 0 for unsigned ints)."""
     if fmt.kind == "codebook":
-        return fmt.values[0], fmt.values[-1]
+        return fmt.points[0], fmt.points[-1]
     if fmt.kind == "int":
         return (fmt.min if fmt.signed else 0.0), fmt.max
     return -fmt.max, fmt.max

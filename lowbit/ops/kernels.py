@@ -110,15 +110,27 @@ def _choose(x, spec, scale, noise, values, backend) -> str:
     return "compiled" if backend == "compiled" or x.numel() >= AUTO_MIN_NUMEL else "eager"
 
 
-def _compiled_fn(spec, kind):
-    """One compiled kernel per (spec, want_mask); the spec is closed over so its fields are constants."""
-    key = (spec, kind)
+def _signature(x, scale, noise, values, out) -> tuple:
+    """What, besides sizes, makes Dynamo compile a new graph: rank, dtype, layout, optional inputs."""
+    sc = None if scale is None else (type(scale).__name__, getattr(scale, "dtype", None),
+                                     getattr(scale, "dim", lambda: None)())
+    return (x.dim(), x.dtype, x.is_contiguous(), sc, noise is None, values is None, out is None)
+
+
+def _compiled_fn(spec, kind, signature):
+    """One compiled kernel per (spec, want_mask, call signature); the spec is closed over so its fields
+    are constants.
+
+    Dynamo caches graphs per code object and gives up on one after ``recompile_limit`` (8) graphs; with
+    ``fullgraph=True`` it then raises. A code object per spec and signature leaves it only the sizes to
+    vary: the first size is compiled static, the second turns the sizes dynamic, so a model's layers of
+    every rank (1..9 and beyond) stay compiled, and one spec cannot evict another's graphs.
+    """
+    key = (spec, kind, signature)
     fn = _compiled.get(key)
     if fn is None:
         def base(x, scale, noise, values, out):
             return _qdq(x, spec, scale, noise, values, kind, out)
-        # Dynamo caches per code object; a code object per spec keeps one spec's shape recompiles
-        # from evicting another's. Shapes start static and turn dynamic on the second shape seen.
         code = base.__code__.replace(co_name=f"lowbit_qdq_{len(_compiled)}")
         base = types.FunctionType(code, base.__globals__, code.co_name, None, base.__closure__)
         fn = torch.compile(base, fullgraph=True)
@@ -143,12 +155,14 @@ def run(x, spec, scale, noise, values, want_mask=False, out=None, backend=None):
         res = native.run(x, spec, scale, want_mask, outb)
     elif which == "compiled":
         try:
-            res = _compiled_fn(spec, want_mask)(x, scale, noise, values, outb)
+            fn = _compiled_fn(spec, want_mask, _signature(x, scale, noise, values, outb))
+            res = fn(x, scale, noise, values, outb)
         except Exception as exc:  # no C++ compiler, unsupported platform...: eager gives the same numbers
             if backend == "compiled":
                 raise
             _compile_broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            warnings.warn(f"lowbit: torch.compile unavailable, using the eager kernels ({_compile_broken})")
+            warnings.warn(f"lowbit: torch.compile failed ({_compile_broken}); using the eager kernels from now on "
+                          f"(same results, slower)")
     q, mask = res if res is not None else _qdq(x, spec, scale, noise, values, want_mask, outb)
     if n is None:
         return q, mask

@@ -167,7 +167,7 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
     if spec.rounding == "stochastic":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     if spec.format.kind == "codebook" and values is None:
-        values = torch.tensor(spec.format.values, dtype=torch.float32, device=x.device)
+        values = torch.tensor(spec.format.points, dtype=torch.float32, device=x.device)
     if out is not None:
         if out.shape != x.shape or out.dtype != x.dtype:
             raise ValueError(f"out has shape {list(out.shape)} and dtype {out.dtype}; "

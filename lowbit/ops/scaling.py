@@ -3,13 +3,18 @@
 Granularities (``QuantSpec.scaling``):
     ``none``     direct cast, scale 1.
     ``tensor``   one scale s = amax / max_fmt, amax over the finite values (so one Inf does not wipe the
-                 tensor); amax = 0 gives s = 1. ``pow2_scale`` rounds s up to a power of two (never clips,
-                 except that s is at most 2^127).
+                 tensor); amax = 0 (also an empty tensor) gives s = 1. s is the IEEE quotient (round to
+                 nearest) where that is a normal fp32; below 2^-126 it is rounded up to the next multiple
+                 of 2^-149 (at least 2^-149), see :func:`ratio_scale`: a tiny tensor is never flushed to
+                 zero and its largest element does not clip. ``pow2_scale`` rounds s up to a power of two
+                 (exactly, subnormal s included; never clips, except that s is at most 2^127).
     ``channel``  one scale per index along ``axis`` (amax over all other dims).
     ``group``    one scale per ``group_size`` consecutive elements along ``axis``.
     ``block``    MX / NVFP4 block scales, per :class:`lowbit.formats.spec.BlockFormat`.
-Unsigned integer formats are asymmetric: s = (max(x, 0) - min(x, 0)) / qmax, zero point
-z = round(-min / s), q = clamp(round(x / s) + z, 0, qmax), out = (q - z) * s.
+Unsigned integer formats are asymmetric: s = (max(x, 0) - min(x, 0)) / qmax (by :func:`ratio_scale`),
+zero point z = round(-min / s), q = clamp(round(x / s) + z, 0, qmax), out = (q - z) * s: x / s is
+rounded before z is added, as torch.fake_quantize_per_tensor_affine and ONNX QuantizeLinear do
+(rounding x / s + z in fp32 would round ties and near-ties differently once z shifts the value).
 Quantization divides (x / s, IEEE-rounded) and multiplies back (q * s).
 """
 from __future__ import annotations
@@ -18,21 +23,53 @@ import math
 
 import torch
 
-from lowbit.formats.cast import _pow2, codebook_cast, float_cast, int_cast
+from lowbit.formats.cast import _pow2, codebook_cast, float_cast, int_cast, int_round
 
 _NAN = float("nan")
 
 
+def _reduce(a: torch.Tensor, op: str, dims=None, keepdim=False) -> torch.Tensor:
+    """``a.amax``/``a.amin`` over ``dims`` (all when None), 0 where the reduced set is empty."""
+    if a.numel() == 0:  # amax has no identity; sum gives zeros of the reduced shape
+        return a.sum() if dims is None else a.sum(dim=dims, keepdim=keepdim)
+    f = a.amax if op == "max" else a.amin
+    return f() if dims is None else f(dim=dims, keepdim=keepdim)
+
+
 def finite_amax(x: torch.Tensor, dims=None, keepdim=False) -> torch.Tensor:
-    a = torch.where(torch.isfinite(x), x.abs(), 0.0)
-    return a.amax() if dims is None else a.amax(dim=dims, keepdim=keepdim)
+    """max |x| over the finite values (0 for none, and for an empty tensor)."""
+    return _reduce(torch.where(torch.isfinite(x), x.abs(), 0.0), "max", dims, keepdim)
+
+
+def ratio_scale(amax: torch.Tensor, fmax: float) -> torch.Tensor:
+    """The scale amax / fmax (amax >= 0, finite) as a positive fp32, 1 where amax is 0.
+
+    Where the quotient is a normal fp32 it is IEEE division (round to nearest). Below 2^-126 fp32's
+    spacing 2^-149 is coarse, so rounding to nearest could leave amax / s far above fmax (the largest
+    elements would clip), and a quotient below 2^-150 would round to 0 (the tensor would be flushed):
+    there s = ceil(amax / fmax / 2^-149) * 2^-149, the next multiple of 2^-149 up, at least 2^-149.
+    The quotient in units of 2^-149 is computed exactly up to one rounding: amax * 2^100 / fmax * 2^49
+    (powers of two scale exactly; amax < 4 * fmax * 2^-128 there, so nothing overflows).
+    """
+    s = amax / fmax
+    t = ((amax * 2.0 ** 100) / fmax * 2.0 ** 49).clamp(max=2.0 ** 23)
+    tiny = torch.ceil(t).clamp(min=1.0) * 2.0 ** -149
+    s = torch.where(s >= 2.0 ** -126, s, tiny)
+    return torch.where(amax > 0, s, 1.0)
+
+
+def _pow2_ceil_normal(s: torch.Tensor) -> torch.Tensor:
+    b = s.view(torch.int32)
+    return ((b + 0x7FFFFF) & 0x7F800000).view(torch.float32)
 
 
 def pow2_ceil(s: torch.Tensor) -> torch.Tensor:
-    """Smallest power of two >= s for positive normal fp32 s (exact, from the bits), at most 2^127
-    (2^128 is Inf in fp32: a scale above 2^127 becomes 2^127 and the largest values saturate)."""
-    b = s.view(torch.int32)
-    return ((b + 0x7FFFFF) & 0x7F800000).view(torch.float32).clamp(max=2.0 ** 127)
+    """Smallest power of two >= s for positive fp32 s (exact, from the bits), at most 2^127
+    (2^128 is Inf in fp32: a scale above 2^127 becomes 2^127 and the largest values saturate).
+    An fp32 subnormal s is normalised by 2^64 first (its exponent field alone would give 2^-126)."""
+    sub = s < 2.0 ** -126
+    r = torch.where(sub, _pow2_ceil_normal(s * 2.0 ** 64) * 2.0 ** -64, _pow2_ceil_normal(s))
+    return r.clamp(max=2.0 ** 127)
 
 
 def element_cast(y, fmt, rounding, saturate, noise, values=None):
@@ -43,14 +80,13 @@ def element_cast(y, fmt, rounding, saturate, noise, values=None):
         return int_cast(y, fmt, rounding, saturate, noise)
     if fmt.kind == "codebook":
         if values is None:
-            values = torch.tensor(fmt.values, dtype=torch.float32, device=y.device)
+            values = torch.tensor(fmt.points, dtype=torch.float32, device=y.device)
         return codebook_cast(y, values, rounding, noise)[0]
     raise ValueError(f"format {fmt.name!r} of kind {fmt.kind!r} cannot be an element format")
 
 
 def element_scale(amax: torch.Tensor, fmt, pow2: bool) -> torch.Tensor:
-    s = amax / fmt.max
-    s = torch.where(s > 0, s, 1.0)
+    s = ratio_scale(amax, fmt.max)
     if pow2:
         s = pow2_ceil(s)
     return s
@@ -86,16 +122,21 @@ def _asym_qdq(x, fmt, scaling, axis, rounding, noise, scale):
     if scale is None:
         dims = _reduce_dims(x, scaling, axis)
         xf = torch.where(torch.isfinite(x), x, 0.0)
-        lo = (xf.amin() if dims is None else xf.amin(dim=dims, keepdim=True)).clamp(max=0)
-        hi = (xf.amax() if dims is None else xf.amax(dim=dims, keepdim=True)).clamp(min=0)
-        s = (hi - lo) / fmt.qmax
-        s = torch.where(torch.isinf(s), hi / fmt.qmax - lo / fmt.qmax, s)  # hi - lo can exceed fp32's range
-        s = torch.where(s > 0, s, 1.0)
+        lo = _reduce(xf, "min", dims, keepdim=True).clamp(max=0)
+        hi = _reduce(xf, "max", dims, keepdim=True).clamp(min=0)
+        span = hi - lo
+        s = ratio_scale(torch.where(torch.isinf(span), 0.0, span), fmt.qmax)
+        s = torch.where(torch.isinf(span), hi / fmt.qmax - lo / fmt.qmax, s)  # hi - lo can exceed fp32's range
         zp = torch.round(-lo / s).clamp(0, fmt.qmax)
     else:
         s, zp = scale
-    q = int_cast(x / s + zp, fmt, rounding, True, noise)
-    return (q - zp) * s, (s, zp)
+    return (asym_codes(x, fmt, s, zp, rounding, noise) - zp) * s, (s, zp)
+
+
+def asym_codes(x, fmt, s, zp, rounding, noise):
+    """Unsigned codes clamp(round(x / s) + zp, 0, qmax) as fp32 (NaN stays NaN): x / s is rounded first."""
+    r = int_round(x / s, rounding, noise)
+    return (r + zp).clamp(0, fmt.qmax)
 
 
 def element_range_scaled(fmt, s, values=None):
@@ -165,9 +206,10 @@ def block_scales(xb: torch.Tensor, fmt):
     from lowbit.formats.registry import get_format
 
     e4m3, elem = get_format("fp8_e4m3"), fmt.element
-    if fmt.tensor_scale:
-        st = finite_amax(xb) / (e4m3.max * elem.max)
-        st = torch.where(st > 0, st, 1.0)
+    if fmt.tensor_scale:  # IEEE quotient (the E4M3 block scales absorb its rounding), never 0 for amax > 0
+        at = finite_amax(xb)
+        st = at / (e4m3.max * elem.max)
+        st = torch.where(st > 0, st, torch.where(at > 0, 2.0 ** -149, 1.0))
     else:
         st = torch.ones((), dtype=torch.float32, device=xb.device)
     sb = float_cast(amax / st / elem.max, e4m3, "nearest", True)  # amax / max_elem could be an fp32 subnormal
