@@ -107,3 +107,11 @@ def test_train_quick_writes_weights_with_provenance_that_a_run_folder_reuses(tmp
     assert main(["cost", "--checkpoint", str(run), "--weights", "int4", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["model"] == "mlp" and d["total"]["params"] == sum(p.numel() for p in m.parameters())
+
+
+def test_ddp_entry_point_bad_input_is_one_line(capsys):
+    from lowbit.cli.ddp import main as ddp
+    assert ddp(["--set", "epochs=x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m lowbit.cli.ddp: error: epochs: expected int") and err.count("\n") == 1
+    assert ddp(["--help"]) == 0

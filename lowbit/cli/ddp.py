@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lowbit.cli.common import Parser, UsageError, fail
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lowbit.cli.ddp", description="Train each run "
+    p = Parser(prog="python -m lowbit.cli.ddp", description="Train each run "
                                 "of a sweep config data-parallel over the torchrun processes.")
     p.add_argument("--config", help="sweep YAML (default: the built-in default sweep)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -22,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     from lowbit.experiments.ddp import run_sweep_ddp
     from lowbit.experiments.schema import ConfigError, load_sweep
 
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         cfg = load_sweep(args.config, list(args.overrides) + ([f"out_dir={args.out}"] if args.out else []))
-    except ConfigError as err:
-        print(f"lowbit ddp: error: {err}", file=sys.stderr)
-        return 2
+    except SystemExit as exc:   # --help
+        return int(exc.code or 0)
+    except (UsageError, ConfigError) as err:
+        return fail("python -m lowbit.cli.ddp", err)
     run_sweep_ddp(cfg)
     return 0
 
