@@ -27,6 +27,15 @@ def _one_line(exc: Exception, n: int = 200) -> str:
     return " ".join(str(exc).split())[:n]
 
 
+def read(path, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``; any failure is a one-line :class:`CheckpointError`."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded with weights_only=True (corrupt, "
+                              f"or a pickle holding code): {_one_line(exc)}") from None
+
+
 def load_state_dict(path) -> dict:
     """The state dict stored in the file ``path`` (see the module docstring)."""
     p = Path(path)
@@ -43,11 +52,7 @@ def load_state_dict(path) -> dict:
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise CheckpointError(f"checkpoint {str(path)!r} is not a readable .safetensors file: "
                                   f"{_one_line(exc)}") from None
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded with weights_only=True (corrupt, "
-                              f"or a pickle holding code): {_one_line(exc)}") from None
+    obj = read(p)
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict"):
             if isinstance(obj.get(key), dict):
