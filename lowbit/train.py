@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowbit.checkpoint import read as read_checkpoint
 from lowbit.data import get_augmentation, iterate_batches, normalize, num_batches
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -384,7 +385,7 @@ def _train_epoch(model, batches, splits, cfg: TrainConfig, opt, sched, scaler, d
 
 def _resume(path: Path, model, opt, sched, scaler, gen, device) -> dict:
     """Load ``path`` into the training objects and RNGs; return the saved loop state."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = read_checkpoint(path, map_location=device)
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     sched.load_state_dict(ckpt["scheduler"])

@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from lowbit.experiments import (ConfigError, cli_run, expand, load_sweep, run_sweep,
+from lowbit.cli.run import main as cli_run
+from lowbit.experiments import (ConfigError, expand, load_sweep, run_sweep,
                                 sweep_from_dict)
 from lowbit.experiments.defaults import DEFAULT_SWEEP
 from lowbit.experiments.schema import apply_overrides
@@ -59,7 +60,7 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path, capsys):
     path.write_text("models: [cnn]\nprecisions: [fp32, fp7]\n")
     assert cli_run([str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: precisions[1]: unknown format 'fp7'; allowed:")
+    assert err.startswith("lowbit run: error: precisions[1]: unknown format 'fp7'; allowed:")
     assert err.count("\n") == 1 and "Traceback" not in err
     assert cli_run([str(path), "--set", "precisions=[fp32]", "--set", "epochs=x"]) == 2
     assert "epochs: expected int, got str 'x'" in capsys.readouterr().err
@@ -210,7 +211,7 @@ def test_kill_mid_sweep_leaves_readable_results(tmp_path):
     path = tmp_path / "kill.yaml"
     path.write_text(yaml.safe_dump({**TINY, "name": "kill", "epochs": 4, "seeds": [0, 1, 2, 3]}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "lowbit.experiments", str(path), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "lowbit.cli", "run", str(path), "--out",
                              str(tmp_path), "-q", "--no-report", "-j", "2"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

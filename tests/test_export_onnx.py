@@ -19,7 +19,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from lowbit.data import load_dataset, normalize  # noqa: E402
-from lowbit.export.onnx import (check_format, cli_onnx, compare_onnx, export_onnx,  # noqa: E402
+from lowbit.cli.export_onnx import main as cli_onnx  # noqa: E402
+from lowbit.export.onnx import (check_format, compare_onnx, export_onnx,  # noqa: E402
                                 freeze_activation_scales, onnx_weights)
 from lowbit.models import create_model  # noqa: E402
 from lowbit.nn import make_recipe, quantize_model  # noqa: E402

@@ -36,7 +36,7 @@ try:  # every target lowbit.nn's recipe_for_precision understands
 except ImportError:
     ALL_TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
 SOFTMAX_SAME = "same"  # softmax in the run's own precision
-RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.scale)
+RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.experiments.executors)
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
