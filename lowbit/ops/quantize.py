@@ -130,6 +130,72 @@ def _validate(x: torch.Tensor, spec: QuantSpec):
                              f"(shape {list(x.shape)}); allowed: a size divisible by {n}, or pad=True")
 
 
+def _bad_values(t, ok_fn) -> str | None:
+    """The first value of number/tensor ``t`` that ``ok_fn`` rejects (as text), or None."""
+    if isinstance(t, bool) or not isinstance(t, (int, float, torch.Tensor)):
+        raise TypeError(f"a scale must be a number or a torch.Tensor, got {type(t).__name__}")
+    v = torch.as_tensor(t, dtype=torch.float32) if not isinstance(t, torch.Tensor) else t.detach().float()
+    bad = ~ok_fn(v)
+    if not bool(bad.any()):
+        return None
+    first = v[bad].reshape(-1)[0].item()
+    return f"{first!r}" if v.dim() == 0 else f"{first!r} (one of {int(bad.sum())} such values of {v.numel()})"
+
+
+def _check_scale(scale, spec: QuantSpec):
+    """A given scale must be finite and > 0 ((scale, zero point) for unsigned ints: zero point an
+    integer in [0, qmax]). A scale that requires grad (a learnable scale) is the training loop's:
+    a NaN there is a divergence, reported by the loss, not a bad argument."""
+    fmt = spec.format
+    asym = fmt.kind == "int" and not fmt.signed
+    if asym:
+        if not (isinstance(scale, (tuple, list)) and len(scale) == 2):
+            raise ValueError(f"scale for unsigned format {fmt.name!r} must be a pair (scale, zero point); "
+                             f"got {type(scale).__name__}")
+        s, zp = scale
+    elif isinstance(scale, (tuple, list)):
+        raise ValueError(f"scale=(scale, zero point) is only for unsigned integer formats; {fmt.name!r} takes "
+                         f"one scale (a number or a tensor)")
+    else:
+        s, zp = scale, None
+    if not (isinstance(s, torch.Tensor) and s.requires_grad):
+        bad = _bad_values(s, lambda v: torch.isfinite(v) & (v > 0))
+        if bad is not None:
+            raise ValueError(f"scale={bad} is not allowed; allowed: finite numbers > 0")
+    if zp is not None:
+        bad = _bad_values(zp, lambda v: (v >= 0) & (v <= fmt.qmax) & (v == torch.round(v)))
+        if bad is not None:
+            raise ValueError(f"zero point={bad} is not allowed for {fmt.name!r}; allowed: integers 0..{fmt.qmax}")
+
+
+def _check_scale_shape(scale, spec: QuantSpec, x: torch.Tensor):
+    """A scale tensor must broadcast against ``x`` (for group scaling: x laid out (..., n_groups, G))."""
+    shape = list(x.shape)
+    if spec.scaling == "group":
+        axis, n = spec.axis % x.dim(), spec.group_size
+        shape.append(shape.pop(axis))
+        shape[-1:] = [-(-shape[-1] // n), n]
+    for t in scale if isinstance(scale, (tuple, list)) else (scale,):
+        if isinstance(t, torch.Tensor):
+            try:
+                out = torch.broadcast_shapes(tuple(t.shape), tuple(shape))
+            except RuntimeError:
+                out = None
+            if out != tuple(shape):
+                raise ValueError(f"scale of shape {list(t.shape)} does not broadcast to the input laid out for "
+                                 f"scaling={spec.scaling!r}, {shape}; allowed: a shape that broadcasts to it, "
+                                 f"e.g. {_example_shape(spec, shape)}")
+
+
+def _example_shape(spec, shape) -> list:
+    if spec.scaling == "channel":
+        ax = spec.axis % len(shape)
+        return [s if i == ax else 1 for i, s in enumerate(shape)]
+    if spec.scaling == "group":
+        return shape[:-1] + [1]
+    return []
+
+
 class _FakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, spec, scale, noise, values, backend):
@@ -163,6 +229,12 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
     if scale is not None and spec.scaling == "block":
         raise ValueError(f"scale= is not supported for block format {spec.format.name!r}; allowed: scale=None "
                          f"(block scales are computed per block)")
+    if scale is not None and spec.scaling == "none":
+        raise ValueError(f"scale= is not used with scaling='none' (a direct cast of {spec.format.name!r}); "
+                         f"allowed: scaling='tensor', 'channel' or 'group' with scale=, or no scale")
+    if scale is not None:
+        _check_scale(scale, spec)
+        _check_scale_shape(scale, spec, x)
     noise = None
     if spec.rounding == "stochastic":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)

@@ -124,6 +124,11 @@ def weight_scale(w: torch.Tensor, spec, method: str, percentile: float = 99.99, 
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r} is not allowed; allowed: {', '.join(METHODS)}")
     w = w.detach().float()
+    if not bool(torch.isfinite(w).all()):
+        n_inf, n_nan = int(torch.isinf(w).sum()), int(torch.isnan(w).sum())
+        what = " and ".join(p for p in (f"{n_inf} Inf" if n_inf else "", f"{n_nan} NaN" if n_nan else "") if p)
+        raise ValueError(f"the weight holds {what} of {w.numel()} values; allowed: finite weights "
+                         f"(a fixed scale cannot be calibrated from non-finite values)")
     per_channel = spec.scaling == "channel"
     if per_channel and spec.axis % w.dim() != 0:
         raise ValueError(f"per-channel weight calibration needs axis 0 (got axis={spec.axis})")
