@@ -52,6 +52,12 @@ class QuantSpec:
         object.__setattr__(self, "format", fmt)
         _check(self.rounding, ROUNDINGS, "rounding")
         _check(self.grad, GRADS, "grad")
+        for key in ("saturate", "pow2_scale", "pad"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}={getattr(self, key)!r} is not allowed; allowed: True, False")
+        for key in ("axis", "group_size", "block_size"):
+            if isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}={getattr(self, key)!r} is not allowed; allowed: an integer")
         if self.scaling is None:
             object.__setattr__(self, "scaling", fmt.default_scaling)
         _check(self.scaling, SCALINGS, "scaling")
@@ -168,6 +174,22 @@ def _check_scale(scale, spec: QuantSpec):
             raise ValueError(f"zero point={bad} is not allowed for {fmt.name!r}; allowed: integers 0..{fmt.qmax}")
 
 
+def _check_extras(spec: QuantSpec, generator, out, values):
+    """Types of quantize's optional arguments ``generator``, ``out`` and ``values``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if out is not None and not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
+    if values is not None:
+        if spec.format.kind != "codebook":
+            raise ValueError(f"values= is only for codebook formats (got {spec.format.name!r}); allowed: values=None")
+        if not (isinstance(values, torch.Tensor) and values.is_floating_point() and values.dim() == 1
+                and values.numel() >= 2):
+            what = f"a {type(values).__name__}" if not isinstance(values, torch.Tensor) else \
+                f"a {values.dtype} tensor of shape {list(values.shape)}"
+            raise ValueError(f"values must be a 1-D float tensor of at least 2 sorted values; got {what}")
+
+
 def _check_scale_shape(scale, spec: QuantSpec, x: torch.Tensor):
     """A scale tensor must broadcast against ``x`` (for group scaling: x laid out (..., n_groups, G))."""
     shape = list(x.shape)
@@ -226,6 +248,7 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
     """
     spec = make_spec(fmt, **kw)
     _validate(x, spec)
+    _check_extras(spec, generator, out, values)
     if scale is not None and spec.scaling == "block":
         raise ValueError(f"scale= is not supported for block format {spec.format.name!r}; allowed: scale=None "
                          f"(block scales are computed per block)")
