@@ -29,7 +29,7 @@ import math
 import torch
 
 from lowbit.ops import quantize
-from lowbit.ops.scaling import pow2_ceil
+from lowbit.ops.scaling import pow2_ceil, ratio_scale
 
 METHODS = ("minmax", "percentile", "mse", "kl")
 _EPS = 1e-12
@@ -53,11 +53,9 @@ def threshold_scale(spec, amax: torch.Tensor, t: torch.Tensor, lo=None, hi=None)
     if f.kind == "int" and not f.signed:
         r = torch.where(amax > 0, t / amax.clamp_min(_EPS), 1.0)
         lo_c, hi_c = r * lo.clamp(max=0), r * hi.clamp(min=0)
-        s = (hi_c - lo_c) / f.qmax
-        s = torch.where(s > 0, s, 1.0)
+        s = ratio_scale(hi_c - lo_c, f.qmax)
         return s, torch.round(-lo_c / s).clamp(0, f.qmax)
-    s = t / _level_max(spec)
-    s = torch.where(s > 0, s, 1.0)
+    s = ratio_scale(t, _level_max(spec))
     return pow2_ceil(s) if spec.pow2_scale else s
 
 
