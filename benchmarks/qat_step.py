@@ -12,21 +12,39 @@ its ratio to FP32. Goals: W8A8 <= 1.15x FP32, FP4 / MXFP4 <= 1.3x; printed as PA
     python benchmarks/qat_step.py                 # full run
     python benchmarks/qat_step.py --quick         # smoke test (batch 8, eager kernels, 2 steps)
     python benchmarks/qat_step.py --profile int8  # torch.profiler table of one lowbit step
+    python benchmarks/qat_step.py --isa v3        # one ISA level only (default: every level this CPU runs)
+
+Per ISA level (``--isa``, default ``all``: every x86-64 level the CPU runs) the step runs in a child
+process whose lowbit kernels, ATen and Inductor are built for that level (see isa_levels.py), and
+prints its table and ``GOAL [level]`` lines; the goal lines of every level are repeated at the end.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
+import sys
 import time
 import warnings
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import isa_levels  # noqa: E402
+
+if __name__ == "__main__":
+    # a level's child gets its environment from isa_levels.run_each; a direct one-level run sets it here,
+    # before torch starts
+    _argv = sys.argv[1:]
+    _want = [a for a in _argv[_argv.index("--isa") + 1:] if not a.startswith("-")][:1] if "--isa" in _argv else []
+    if len(_want) == 1 and _want[0] in isa_levels.CHOICES[1:] and not isa_levels.inside(_want[0]):
+        isa_levels.enter(_want[0])
+
+import torch  # noqa: E402
 import torch.nn.functional as F
-from torch import nn
+from torch import nn  # noqa: E402
 
 from lowbit.models import create_model
-from lowbit.nn import quantize_model, recipe_for_precision
+from lowbit.nn import quantize_model, recipe_for_precision  # noqa: E402
 
 CONFIGS = {"int8": ("W8A8", 1.15), "fp8_e4m3": ("W8A8", 1.15), "fp4_e2m1": ("W4A4", 1.3), "mxfp4": ("W4A4", 1.3)}
 
@@ -144,6 +162,14 @@ def report(times, args):
     for fmt in CONFIGS:
         if f"brevitas {fmt}" not in times:
             print(f"{'brevitas ' + fmt:<20} {'n/a':>9}")
+    tag = f"[{args.level}] " if args.level else ""
+    for label, limit in sorted(set(CONFIGS.values())):
+        got = [(k.split()[1], med[k] / base) for k in med if k.startswith("lowbit") and CONFIGS[k.split()[1]][0] == label]
+        if not got:
+            continue
+        verdict = "not judged (--quick)" if args.quick else ("PASS" if all(r <= limit for _, r in got) else "MISS")
+        print(f"GOAL {tag}{label} <= {limit:.2f}x FP32 step: {verdict} ("
+              + ", ".join(f"{f} {r:.2f}x" for f, r in got) + ")")
 
 
 def profile(args):
@@ -175,16 +201,26 @@ def main(argv=None):
     ap.add_argument("--backend", choices=("auto", "eager", "compiled"),
                     help="lowbit kernel backend (sets LOWBIT_BACKEND; default: auto)")
     ap.add_argument("--profile", metavar="FORMAT", help="profile one lowbit configuration instead")
+    ap.add_argument("--isa", nargs="+", default=["all"], choices=isa_levels.CHOICES, metavar="LEVEL",
+                    help="x86-64 ISA levels to run at, one table each: all (default), native, v2, v3, v4")
     args = ap.parse_args(argv)
+    try:
+        levels = isa_levels.resolve(args.isa)
+    except ValueError as e:
+        ap.error(f"--isa: {e}")
+    if len(levels) > 1 or not isa_levels.inside(levels[0]):
+        return isa_levels.run_each(os.path.abspath(__file__),
+                                   isa_levels.strip_isa(sys.argv[1:] if argv is None else list(argv)), levels)
+    args.level = levels[0]
+    print(f"ISA level {args.level}: {isa_levels.describe_run(args.level)}")
     if args.backend:
-        import os
         os.environ["LOWBIT_BACKEND"] = args.backend
     if args.quick:  # eager kernels: no compile time; the timings then say nothing about the goals
-        import os
         os.environ["LOWBIT_BACKEND"] = "eager"
         args.batch, args.steps, args.warmup = 8, 2, 1
     profile(args) if args.profile else run(args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

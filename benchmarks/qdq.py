@@ -37,6 +37,9 @@ import types
 import warnings
 from dataclasses import dataclass, field
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import isa_levels  # noqa: E402  (imports neither torch nor lowbit: a level's environment comes first)
+
 # Rows: (row name, lowbit format, extra quantize() arguments, goal group, fixed scale?)
 ROWS = [
     ("fp8_e4m3", "fp8_e4m3", {"scaling": "tensor"}, "element", False),
@@ -60,6 +63,7 @@ GOAL_LIMITS = {"element": 1.25, "block": 1.5}
 GOAL_TEXT = {"element": "element formats (per-tensor scale) <= 1.25x",
              "block": "MX / NVFP4 (block scales) <= 1.5x"}
 CUDA_BW_GOAL = 0.70
+AUTO_SLACK = 0.05
 HEADER = ("format", "implementation", "new ms", "x clone", "buf ms", "x copy_", "buf GB/s", "max|diff|",
           "differ", "notes")
 PEERS = ("torch", "ml_dtypes", "torchao", "brevitas", "qtorch")
@@ -91,6 +95,9 @@ def parse_args(argv=None):
                    help="timed back-to-back calls per implementation and round, after one untimed call, for "
                         "calls under 50 ms (default 3; 1 = a single call right after the previous implementation)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--isa", nargs="+", default=["all"], choices=isa_levels.CHOICES, metavar="LEVEL",
+                   help="CPU: x86-64 ISA levels to build and time lowbit at, one table each: all (default: every "
+                        "level this CPU runs), native, v2, v3, v4")
     a = p.parse_args(argv)
     a.size = a.size or (1024 if a.quick else 4096)
     a.reps = a.reps or (3 if a.quick else 10)
@@ -483,9 +490,14 @@ def measure_row(args, torch, lowbit, row, x, buf, sync, peer_ok):
     if args.backend:
         kw["backend"] = args.backend
     ref_clone = Impl("x.clone() | buf.copy_(x)", lambda: x.clone(), lambda: buf.copy_(x), kind="ref")
-    lb = Impl("lowbit", lambda: lowbit.quantize(x, fmt_name, **kw),
+    lb = Impl("lowbit" + (f" [{args.backend}]" if args.backend else ""), lambda: lowbit.quantize(x, fmt_name, **kw),
               lambda: lowbit.quantize(x, fmt_name, out=buf, **kw), kind="lowbit")
     impls = [ref_clone, lb]
+    if args.device == "cpu" and args.backend in (None, "auto"):
+        # lowbit's other fast backend, for the auto goal (eager is 20-100x slower at benchmark sizes)
+        kc = dict(kw, backend="compiled")
+        impls.append(Impl("lowbit [compiled]", lambda: lowbit.quantize(x, fmt_name, **kc),
+                          lambda: lowbit.quantize(x, fmt_name, out=buf, **kc), kind="own"))
     skipped = []                                          # (peer, reason) for the n/a lines
     ctx = Ctx(torch, x, buf, args.device, name, fmt_name, kw, fixed, scale, not args.no_compiled_peers)
     for peer in PEERS:
@@ -521,7 +533,7 @@ def measure_row(args, torch, lowbit, row, x, buf, sync, peer_ok):
                         del r
             except Exception as e:  # noqa: BLE001
                 im.error = f"{mode}: {_short(e)}"
-                if im.kind != "peer":
+                if im.kind not in ("peer", "own"):
                     raise
                 break
     impls = [im for im in impls if not im.error or im.kind != "peer"] + \
@@ -532,7 +544,7 @@ def measure_row(args, torch, lowbit, row, x, buf, sync, peer_ok):
     ref = lb.new()
     sync()
     for im in live:
-        if im.kind != "peer":
+        if im.kind not in ("peer", "own"):
             continue
         try:
             y = im.new().to(ref.device, torch.float32)
@@ -702,7 +714,7 @@ def render(args, torch, results, notes_out):
             t_buf = to if native_out else tn
             gbs = f"{nbytes / t_buf / 1e9:.1f}" if t_buf else "-"
             notes = []
-            if im.kind == "lowbit":
+            if im.kind in ("lowbit", "own"):
                 c = im.first_s
                 notes.append(f"first call {c.get('new', 0):.2f}s / {c.get('out', 0):.2f}s (out=)")
                 if im.diff and im.diff[0] != 0:
@@ -715,7 +727,7 @@ def render(args, torch, results, notes_out):
                 if im.note:
                     notes.append(footref(im.note))
             diff, differ = "", ""
-            if im.kind == "peer" and im.diff:
+            if im.kind in ("peer", "own") and im.diff:
                 m, nd, n = im.diff
                 diff = "0" if m == 0 else f"{m:.3g}"
                 differ = "0" if nd == 0 else (str(nd) if nd < 1000 else f"{100 * nd / n:.2g}%")
@@ -797,6 +809,9 @@ def goals(args, results):
         else:
             cells.append(f"{what}: PASS ({compared} peer timings)")
     out.append("GOAL faster than every peer (same format, same mode): " + " | ".join(cells))
+    own = _auto_goal(results)
+    if own:
+        out.append(own)
     if args.device == "cuda":
         cells = []
         for mode, what in (("new", "new tensor"), ("out", "given buffer")):
@@ -815,9 +830,46 @@ def goals(args, results):
     return out
 
 
+def _auto_goal(results):
+    """backend='auto' within AUTO_SLACK of lowbit's fastest backend in every row and mode (None: not timed)."""
+    cells = []
+    for mode, what in (("new", "new tensor"), ("out", "given buffer")):
+        worst, over, n = None, [], 0
+        for row, (impls, _) in results.items():
+            lb = next(im for im in impls if im.kind == "lowbit")
+            for im in impls:
+                if im.kind != "own" or im.error or not im.times[mode] or not lb.times[mode]:
+                    continue
+                r = _median([a / b for a, b in zip(lb.times[mode], im.times[mode])])   # per round
+                n += 1
+                if worst is None or r > worst[0]:
+                    worst = (r, row)
+                if r > 1 + AUTO_SLACK:
+                    over.append(row)
+        if n:
+            cells.append(f"{what}: {'PASS' if not over else 'MISS'} (worst {worst[1]} {worst[0]:.2f}x"
+                         + (f"; {len(over)}/{n} rows over" if over else "") + ")")
+    if not cells:
+        return None
+    return (f"GOAL backend='auto' <= {1 + AUTO_SLACK:.2f}x lowbit's fastest other backend (compiled): "
+            + " | ".join(cells))
+
+
 # ---- main ----------------------------------------------------------------------------------------------
 def main(argv=None):
     args = parse_args(argv)
+    level = None
+    if args.device == "cpu":
+        try:
+            levels = isa_levels.resolve(args.isa)
+        except ValueError as e:
+            print(f"error: --isa: {e}", file=sys.stderr)
+            return 2
+        if len(levels) > 1:
+            return isa_levels.run_each(os.path.abspath(__file__),
+                                       isa_levels.strip_isa(sys.argv[1:] if argv is None else list(argv)), levels)
+        level = levels[0]
+        level_text = isa_levels.enter(level)
     if args.cold_cache:
         import tempfile
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="lowbit_bench_inductor_")
@@ -845,6 +897,8 @@ def main(argv=None):
     print(f"lowbit {lowbit.__version__}{' (' + src + ')' if src else ''} quantize-dequantize benchmark: "
           f"{args.size}x{args.size} fp32 on {args.device} ({where}); torch {torch.__version__}, "
           f"python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    if level is not None:
+        print(f"ISA level {level}: {level_text}")
     print(f"timing: median of {args.reps} interleaved rounds after 2 warm-up calls; ratios are medians of "
           f"per-round ratios to the reference timed in the same round")
     print("peers: " + ", ".join(
@@ -879,7 +933,7 @@ def main(argv=None):
         print(f"[{i}] {text}")
     print()
     for line in goals(args, results):
-        print(line)
+        print(line if level is None else line.replace("GOAL ", f"GOAL [{level}] ", 1))
     return 0
 
 

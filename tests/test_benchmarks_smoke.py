@@ -6,20 +6,26 @@ from pathlib import Path
 
 import pytest
 
+from lowbit.ops import native_build
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "qdq.py"
 TIMEOUT_S = 60
 
 
-def test_qdq_benchmark_quick_runs():
-    cmd = [sys.executable, str(SCRIPT), "--quick", "--formats", "fp8_e4m3", "mxfp4", "--reps", "1", "--size", "256"]
+def _run(*args):
+    cmd = [sys.executable, str(SCRIPT), *args]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pytest.skip(f"benchmark smoke run took over {TIMEOUT_S}s here (cold compile caches or a busy machine)")
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_qdq_benchmark_quick_runs():
+    out = _run("--quick", "--formats", "fp8_e4m3", "mxfp4", "--reps", "1", "--size", "256", "--isa", "native")
     header = next((line for line in out.splitlines() if line.startswith("format")), None)
     assert header is not None, out
     for col in ("implementation", "new ms", "x clone", "buf ms", "x copy_", "max|diff|"):
@@ -28,3 +34,21 @@ def test_qdq_benchmark_quick_runs():
         assert any(line.startswith(row) for line in out.splitlines()), out
     assert "lowbit" in out and "x.clone()" in out
     assert sum(line.startswith("GOAL") for line in out.splitlines()) >= 3, out
+    assert any(line.startswith("GOAL [native] backend='auto'") for line in out.splitlines()), out   # vs lowbit [compiled]
+    assert "lowbit [compiled]" in out
+
+
+def test_qdq_benchmark_prints_one_table_per_isa_level():
+    levels = native_build.supported_levels()
+    if len(levels) < 2:
+        pytest.skip(f"this CPU runs {len(levels)} x86-64 level(s); the per-level run needs two")
+    out = _run("--quick", "--formats", "fp8_e4m3", "nvfp4", "--reps", "1", "--size", "256", "--peers", "none",
+               "--backend", "native", "--isa", *levels[:2])
+    lines = out.splitlines()
+    for level in levels[:2]:
+        assert any(line.startswith(f"========== ISA level {level}: x86-64-{level}") for line in lines), out
+        assert any(line.startswith(f"ISA level {level}: x86-64-{level}") and f"-march=x86-64-{level}" in line
+                   for line in lines), out
+        assert sum(line.startswith(f"GOAL [{level}]") for line in lines) == 2 * 3, out   # per table + summary
+    assert sum(line.startswith("format") for line in lines) == 2, out
+    assert any(line.startswith("========== goals per ISA level") for line in lines), out

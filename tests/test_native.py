@@ -16,7 +16,7 @@ import torch
 
 from conftest import assert_same, probe_points, rand_f32, t
 from lowbit import get_format, quantize
-from lowbit.ops import kernels, native
+from lowbit.ops import kernels, native, native_build
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"native kernels unavailable: "
                                                                 f"{native.unavailable_reason()}")
@@ -162,11 +162,11 @@ def test_auto_uses_native_where_it_applies_and_falls_back_elsewhere():
 
 def test_without_a_compiler_auto_falls_back(monkeypatch, tmp_path):
     """No C++ compiler: available() says why, and auto gives the same numbers through the other kernels."""
-    monkeypatch.setattr(native, "_lib", None)
-    monkeypatch.setattr(native, "_broken", None)
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setattr(native, "_broken", {})
     monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setattr(native_build, "compiler", lambda: None)
     with pytest.warns(UserWarning, match="native kernels unavailable"):
         assert not native.available()
     assert "no C++ compiler" in native.unavailable_reason()
@@ -178,14 +178,14 @@ def test_without_a_compiler_auto_falls_back(monkeypatch, tmp_path):
 
 
 def test_build_is_cached_per_machine(monkeypatch, tmp_path):
-    monkeypatch.setattr(native, "_lib", None)
-    monkeypatch.setattr(native, "_broken", None)
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setattr(native, "_broken", {})
     monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
     assert native.available(), native.unavailable_reason()
-    libs = list((tmp_path / "native").glob("qdq_native_*.so"))
+    libs = list((tmp_path / "native").glob("qdq_native_native_*.so"))
     assert len(libs) == 1
     stamp = libs[0].stat().st_mtime_ns
-    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_libs", {})
     assert native.available() and libs[0].stat().st_mtime_ns == stamp       # loaded, not rebuilt
     assert not [p for p in (tmp_path / "native").iterdir() if p.suffix != ".so"]   # no temporary left
 
@@ -211,11 +211,11 @@ def test_nvfp4_block_scales_at_e4m3_ties():
 
 
 def _fresh_build(monkeypatch, tmp_path, variants=None):
-    monkeypatch.setattr(native, "_lib", None)
-    monkeypatch.setattr(native, "_broken", None)
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setattr(native, "_broken", {})
     monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
     if variants is not None:
-        monkeypatch.setattr(native, "VARIANTS", variants)
+        monkeypatch.setattr(native_build, "variants", lambda isa: variants)
     assert native.available(), native.unavailable_reason()
 
 

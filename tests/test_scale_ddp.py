@@ -1,7 +1,11 @@
-"""DDP training (gloo, 2 CPU processes on 127.0.0.1) equals one process with the full batch."""
+"""DDP training (gloo, 2 CPU processes on one machine) equals one process with the full batch.
+
+No test guesses a free TCP port (binding port 0, releasing it and hoping nobody takes it before gloo
+does raced on a busy machine): the spawned processes rendezvous through a file (``file://``), and
+torchrun runs ``--standalone``, whose c10d store binds its own port and is shared with the workers.
+"""
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 
@@ -35,16 +39,9 @@ def _model(splits):
                         img_size=splits.img_size)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world, port, path):
+def _worker(rank, world, rendezvous, path):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         splits = _data()
         model = _model(splits)
@@ -63,7 +60,8 @@ def test_shard_covers_batch_once():
 
 def test_two_process_ddp_matches_single_process(tmp_path):
     path = tmp_path / "ddp.pt"
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(path)), nprocs=2)
+    rendezvous = tmp_path / "rendezvous"          # must not exist yet; gloo creates it
+    torch.multiprocessing.spawn(_worker, args=(2, str(rendezvous), str(path)), nprocs=2)
     got = torch.load(path, weights_only=True)
     torch.set_num_threads(1)
     splits = _data()
@@ -83,8 +81,7 @@ def test_torchrun_entry_point_writes_results(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "lowbit.scale.ddp", "--config", str(path), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

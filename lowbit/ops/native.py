@@ -2,7 +2,8 @@
 
 The C++ kernels repeat the reference arithmetic of :mod:`lowbit.formats.cast` and
 :mod:`lowbit.ops.scaling` operation for operation (bit-identical, tested in tests/test_native.py);
-they exist for speed: 16-lane vectors, block scales computed 16 blocks at a time, non-temporal
+they exist for speed: vectors as wide as the ISA level's registers, block scales computed one vector of
+blocks at a time, non-temporal
 stores for outputs larger than the last-level cache, and torch's OpenMP threads.
 
 Covered (everything else goes to the compiled/eager kernels, see :func:`unsupported`):
@@ -12,31 +13,26 @@ Covered (everything else goes to the compiled/eager kernels, see :func:`unsuppor
                      axis 0, and the MX / NVFP4 block formats;
     inputs           CPU tensors in fp32 (fp16/bf16 are computed in fp32 and cast back, as eager does).
 
-Build: the C++ compiler from ``$CXX`` (else g++, c++, clang++) with ``-O3 -march=native -fopenmp
--ffp-contract=off``. The OpenMP runtime resolves to the one torch has loaded, so the kernels share
-torch's threads (without OpenMP, and in fork()ed children, they use their own pool). The library is
-cached under ``$LOWBIT_CACHE_DIR`` (default ``~/.cache/lowbit``), keyed by the sources, the compiler,
-the flags and the CPU, and written atomically, so concurrent processes can build it at once. No
-compiler: :func:`available` says why (a warning, once) and the ``auto`` backend uses the other kernels.
+Build (:mod:`lowbit.ops.native_build`): the C++ compiler from ``$CXX`` (else g++, c++, clang++) with
+``-O3 -fopenmp -ffp-contract=off`` and the ISA level's ``-march`` (``$LOWBIT_NATIVE_ISA``: ``native``,
+the default, or ``v2`` / ``v3`` / ``v4`` for x86-64-v2/v3/v4), cached per level. The OpenMP runtime
+resolves to the one torch has loaded, so the kernels share torch's threads (without OpenMP, and in
+fork()ed children, they use their own pool). No compiler: :func:`available` says why (a warning,
+once) and the ``auto`` backend uses the other kernels.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("qdq_native.cpp")
-HEADERS = [SOURCE.with_name(h) for h in ("qdq_native_vec.h", "qdq_native_threads.h")]
-ABI = 3
+from . import native_build
+
+ABI = 4
 MIN_PER_THREAD = 1 << 16     # elements per thread below which fewer threads are used
 SCHED_NT = 1                 # schedule flag of the C++ kernels: non-temporal stores
 
@@ -73,10 +69,8 @@ _HUGE = _thp_madvise()
 # outputs at least as large as the last-level cache use non-temporal stores (they bypass the cache:
 # the output would not stay there anyway, and the input keeps its cache lines)
 NT_MIN_BYTES = _llc_bytes()
-_FLAGS = ["-O3", "-ffp-contract=off", "-std=c++17", "-shared", "-fPIC", "-pthread"]
-VARIANTS = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], [])   # tried in this order
-_lib = None
-_broken: str | None = None
+_libs: dict = {}             # ISA level -> loaded library (None: it could not be built)
+_broken: dict = {}           # ISA level -> why not
 
 
 class _Elem(ctypes.Structure):
@@ -92,64 +86,15 @@ class _Blk(ctypes.Structure):
                [("fmt_max", ctypes.c_float), ("tensor_div", ctypes.c_float), ("e4m3", _Elem)]
 
 
-# ---- build and load ------------------------------------------------------------------------------
-def _cache_dir() -> Path:
-    root = os.environ.get("LOWBIT_CACHE_DIR")
-    if root:
-        return Path(root) / "native"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lowbit" / "native"
-
-
-def _compiler() -> str | None:
-    for c in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if c and shutil.which(c):
-            return c
-    return None
-
-
-def _cpu_id() -> str:
+# ---- load (one library per ISA level, see native_build) -------------------------------------------
+def _load(isa: str | None = None):
+    """The loaded library for ``isa`` (default: ``$LOWBIT_NATIVE_ISA``, else native), or None."""
+    isa = native_build.selected_isa(isa)
+    if isa in _libs:
+        return _libs[isa]
+    lib = None
     try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith(("flags", "model name", "Features", "CPU part"))]
-        return platform.machine() + "\n" + "\n".join(sorted(set(lines)))
-    except OSError:
-        return platform.machine() + platform.processor()
-
-
-def _build() -> Path:
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found (set $CXX, or install g++)")
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    src = b"".join(f.read_bytes() for f in [SOURCE, *HEADERS])
-    last_err = ""
-    for variant in VARIANTS:
-        flags = _FLAGS + variant
-        key = hashlib.sha256(src + version.encode() + " ".join(flags).encode() + _cpu_id().encode()).hexdigest()[:20]
-        lib = _cache_dir() / f"qdq_native_{key}.so"
-        if lib.exists():
-            return lib
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
-        os.close(fd)
-        try:
-            r = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, check=False)
-            if r.returncode == 0:
-                os.replace(tmp, lib)
-                return lib
-            last_err = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise RuntimeError(f"{cxx} could not build {SOURCE.name}: {last_err}")
-
-
-def _load():
-    global _lib, _broken
-    if _lib is not None or _broken is not None:
-        return _lib
-    try:
-        lib = ctypes.CDLL(str(_build()))
+        lib = ctypes.CDLL(str(native_build.build(isa)))
         if lib.lowbit_native_abi() != ABI:
             raise RuntimeError("stale native library (ABI mismatch)")
         p, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
@@ -161,21 +106,31 @@ def _load():
         lib.lowbit_resident.restype = i32
         lib.lowbit_advise_huge.argtypes = [p, i64]
         lib.lowbit_advise_huge.restype = i32
-        _lib = lib
+        lib.lowbit_native_lanes.restype = i32
     except Exception as exc:  # no compiler, unsupported platform, read-only cache...: the other kernels
-        _broken = f"{type(exc).__name__}: {exc}"
-        warnings.warn(f"lowbit: native kernels unavailable ({_broken}); using the torch.compile/eager kernels "
-                      f"(same results, slower)")
-    return _lib
+        lib = None
+        _broken[isa] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"lowbit: native kernels unavailable ({_broken[isa]}); using the torch.compile/eager "
+                      f"kernels (same results, slower)")
+    _libs[isa] = lib
+    return lib
 
 
-def available() -> bool:
-    return _load() is not None
+def available(isa: str | None = None) -> bool:
+    return _load(isa) is not None
 
 
-def unavailable_reason() -> str | None:
-    _load()
-    return _broken
+def unavailable_reason(isa: str | None = None) -> str | None:
+    _load(isa)
+    return _broken.get(native_build.selected_isa(isa))
+
+
+def lanes(isa: str | None = None) -> int:
+    """Vector lanes of the library built for ``isa`` (4 SSE/NEON, 8 AVX2, 16 AVX-512)."""
+    lib = _load(isa)
+    if lib is None:
+        raise RuntimeError(f"native kernels unavailable: {unavailable_reason(isa)}")
+    return lib.lowbit_native_lanes()
 
 
 # ---- format parameters ---------------------------------------------------------------------------

@@ -120,14 +120,23 @@ inline vi fold(vi a, vi b) {
     return x > y ? x : y;
 }
 
-// lane j of the result = the largest lane of m[j] (signed int32 max): 15 shuffle pairs for 16 vectors
-__attribute__((always_inline)) inline vi hmax16(const vi* m) {
-    vi l1[8], l2[4], l3[2];
-    for (int j = 0; j < 8; ++j) l1[j] = fold<8>(m[2 * j], m[2 * j + 1]);
-    for (int j = 0; j < 4; ++j) l2[j] = fold<4>(l1[2 * j], l1[2 * j + 1]);
-    for (int j = 0; j < 2; ++j) l3[j] = fold<2>(l2[2 * j], l2[2 * j + 1]);
-    vi r = fold<1>(l3[0], l3[1]);                      // lanes in bit-reversed block order
-    const vi rev = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+// One level of folds: the 2H vectors of m become H (in place).
+template <int H>
+__attribute__((always_inline)) inline vi fold_tree(vi* m) {
+    for (int j = 0; j < H; ++j) m[j] = fold<H>(m[2 * j], m[2 * j + 1]);
+    if constexpr (H == 1) return m[0];
+    else return fold_tree<H / 2>(m);
+}
+
+// lane j of the result = the largest lane of m[j] (signed int32 max): W - 1 shuffle pairs for W vectors
+// (m is overwritten)
+__attribute__((always_inline)) inline vi hmax_lanes(vi* m) {
+    vi r = fold_tree<W / 2>(m), rev;                   // lanes in bit-reversed block order
+    for (int l = 0; l < W; ++l) {
+        int v = 0;
+        for (int b = 1, k = W / 2; b < W; b <<= 1, k >>= 1) v |= (l & b) ? k : 0;
+        rev[l] = v;
+    }
     return __builtin_shuffle(r, rev);
 }
 
@@ -154,7 +163,7 @@ inline vi group_amax(const float* x, int64_t g0, int64_t g1, int64_t bs_, vi* fi
         }
         m[j - g0] = mj;
     }
-    return hmax16(m);
+    return hmax_lanes(m);
 }
 
 // Runs ``fn(g0, g1)`` over the groups of W blocks in [b0, b1).
@@ -271,7 +280,10 @@ void block_kernel(const float* x, float* out, uint8_t* mask, int64_t nblocks, in
 
 extern "C" {
 
-int lowbit_native_abi() { return 3; }
+int lowbit_native_abi() { return 4; }
+
+// Lanes per vector of this build (the ISA level's register width).
+int lowbit_native_lanes() { return W; }
 
 // 1 if the page in the middle of [p, p + bytes) is resident (mapped already: an allocation that reused
 // memory), 0 if not (its first touch will fault and zero it), -1 if the system cannot tell.
