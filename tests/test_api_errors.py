@@ -195,3 +195,15 @@ def test_non_finite_test_loss_is_a_divergence():
 
     result = train(InfOnTest(), _splits(), TrainConfig(epochs=2, batch_size=4))
     assert result["status"] == "diverged" and len(result["epochs"]) == 1
+
+
+def test_ptq_names_the_layer_with_inf_weights():
+    from lowbit.ptq import PTQConfig, quantize_ptq
+
+    m = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        m[2].weight[0, 0] = INF
+    with pytest.raises(ValueError) as info:
+        quantize_ptq(m, "int8", "int8", torch.randn(16, 8), PTQConfig())
+    msg = str(info.value)
+    assert "'2'" in msg and "1 Inf" in msg and "NaN" not in msg, msg
