@@ -69,6 +69,9 @@ QUANTIZE = [
     ("axis out of range", lambda: quantize(X, "int8", scaling="channel", axis=5), ValueError, ["axis=5", "[4, 8]"]),
     ("float64 input", lambda: quantize(X.double(), "int8"), ValueError, ["float64", "float32"]),
     ("list input", lambda: quantize([1.0], "int8"), TypeError, ["list"]),
+    ("misspelt keyword", lambda: quantize(X, "int8", rounding_mode="zero"), TypeError,
+     ["'rounding_mode'", "rounding"]),
+    ("encode scale", lambda: encode(X, "int8", scale=1.0), TypeError, ["'scale'", "pow2_scale"]),
 ]
 
 CODEC = [

@@ -109,6 +109,10 @@ def _check(value, allowed, what):
 
 
 def make_spec(fmt, **kw) -> QuantSpec:
+    fields = [f.name for f in dataclasses.fields(QuantSpec) if f.name != "format"]
+    unknown = [k for k in kw if k not in fields]
+    if unknown:
+        raise TypeError(f"unknown keyword {unknown[0]!r}; allowed: the QuantSpec fields {', '.join(fields)}")
     if isinstance(fmt, QuantSpec):
         return fmt.replace(**kw) if kw else fmt
     return QuantSpec(fmt, **kw)
