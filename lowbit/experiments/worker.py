@@ -23,6 +23,7 @@ from lowbit.experiments.env import code_version, environment
 from lowbit.experiments.grid import RunSpec, flatten
 from lowbit.experiments.precision import apply_precision
 from lowbit.models import create_model
+from lowbit.ops.backend import backend
 from lowbit.train import resolve_device, train
 
 
@@ -80,9 +81,17 @@ def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
             sweep_pid: int | None = None, redirect: bool = True) -> str:
     """Run one spec in ``run_dir``; write ``result.json``; return the final status.
 
+    The run's ``quant_backend`` holds for the whole run (``with lowbit.backend(...)``).
     ``sweep_pid``: when that process is gone at the end of an epoch, stop (SystemExit) without
     a result, as after a kill. ``redirect``: send this process's stdout/stderr to the run log.
     """
+    with backend(RunSpec.from_dict(spec_dict).quant_backend):
+        return _execute(spec_dict, run_dir, threads, events, sweep_pid, redirect)
+
+
+def _execute(spec_dict: dict, run_dir: str, threads: int, events, sweep_pid: int | None,
+             redirect: bool) -> str:
+    """:func:`execute` inside the run's backend."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / "log.txt", "a", buffering=1)
@@ -91,7 +100,6 @@ def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
         os.dup2(log.fileno(), 2)
     torch.set_num_threads(threads)
     spec = RunSpec.from_dict(spec_dict)
-    os.environ["LOWBIT_BACKEND"] = spec.quant_backend  # this process runs this one run only
     send = events.put if events is not None else (lambda msg: None)
     t0 = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] start {spec.run_id} {spec.label} threads={threads}",

@@ -10,21 +10,26 @@ from __future__ import annotations
 import importlib
 import sys
 
+from lowbit.registry import Registry
+
 from .c_export import cli_c, export_c
 from .c_graph import UnsupportedLayerError
 
-_TARGETS = {"c": ("lowbit.export.c_export", "cli_c"), "onnx": ("lowbit.export.onnx", "cli_onnx"),
-            "packed": ("lowbit.export.packed", "cli_packed")}
+# target -> (module, command function); modules are imported on use (onnx needs the onnx package)
+EXPORTERS = Registry("export target", ordered=True)
+EXPORTERS.add("c", ("lowbit.export.c_export", "cli_c"))
+EXPORTERS.add("onnx", ("lowbit.export.onnx", "cli_onnx"))
+EXPORTERS.add("packed", ("lowbit.export.packed", "cli_packed"))
 
 
 def cli_export(argv=None) -> int:
     """``lowbit export TARGET ...`` with TARGET in c, onnx, packed (onnx/packed when installed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in _TARGETS:
+    if not argv or argv[0] not in EXPORTERS:
         got = repr(argv[0]) if argv else "nothing"
-        print(f"lowbit export: target {got} is not allowed; allowed: {', '.join(_TARGETS)}", file=sys.stderr)
+        print(f"lowbit export: target {got} is not allowed; allowed: {EXPORTERS.allowed()}", file=sys.stderr)
         return 2
-    mod, fn = _TARGETS[argv[0]]
+    mod, fn = EXPORTERS.get(argv[0])
     try:
         run = getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as exc:
@@ -33,4 +38,4 @@ def cli_export(argv=None) -> int:
     return run(argv[1:])
 
 
-__all__ = ["UnsupportedLayerError", "cli_c", "cli_export", "export_c"]
+__all__ = ["EXPORTERS", "UnsupportedLayerError", "cli_c", "cli_export", "export_c"]

@@ -13,7 +13,9 @@ from typing import Callable
 
 from torch import nn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+from lowbit.registry import Registry
+
+MODELS = Registry("model")
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -22,16 +24,12 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     Raises ValueError if the name is already taken, so two files cannot
     silently shadow each other.
     """
-    name = fn.__name__
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is already registered")
-    _MODELS[name] = fn
-    return fn
+    return MODELS.add(fn.__name__, fn)
 
 
 def list_models() -> list[str]:
     """Sorted names of all registered models."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def create_model(
@@ -56,14 +54,13 @@ def create_model(
     Raises:
         ValueError: ``name`` is not registered.
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(list_models())}")
+    factory = MODELS.get(name)
     for key, value in (("num_classes", num_classes), ("in_chans", in_chans), ("img_size", img_size)):
         if not _is_int(value) or value < 1:
             raise ValueError(f"model {name!r}: {key}={value!r} is not allowed; allowed: an int >= 1")
     _check_kwargs(name, kwargs)
     try:
-        return _MODELS[name](
+        return factory(
             num_classes=num_classes, in_chans=in_chans, img_size=img_size, act=act, **kwargs
         )
     except (TypeError, ValueError, RuntimeError, ArithmeticError) as exc:  # a value the options' types allow but the model not
@@ -79,7 +76,7 @@ def _is_int(v) -> bool:
 
 def model_options(name: str) -> dict:
     """{option: default} of model ``name``'s keyword arguments (from the class its factory builds)."""
-    fn = _MODELS[name]
+    fn = MODELS.get(name)
     try:
         cls = typing.get_type_hints(fn).get("return")
     except Exception:  # an unresolvable annotation: fall back to the factory's own signature

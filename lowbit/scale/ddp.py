@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from lowbit.experiments.runner import is_finished, prepare
     from lowbit.experiments.schema import load_sweep
     from lowbit.experiments.worker import build_run_model, load_run_data
+    from lowbit.ops.backend import backend
 
     args = _parser().parse_args(argv)
     cfg = load_sweep(args.config, list(args.overrides) + (
@@ -149,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         if is_finished(run_dir):
             continue
         splits = load_run_data(spec)
-        model, _, footprint, _ = build_run_model(spec, splits)
-        t0 = time.time()
-        res = train_ddp(model, splits, spec.train)
+        with backend(spec.quant_backend):  # the run's fake-quant kernels, as in the local worker
+            model, _, footprint, _ = build_run_model(spec, splits)
+            t0 = time.time()
+            res = train_ddp(model, splits, spec.train)
         if rank == 0:
             device = "cuda" if cuda else "cpu"
             store.write_json(run_dir / store.RESULT_FILE, {
