@@ -15,7 +15,7 @@ Contracts:
   thread count). Model initialisation is the caller's (seed before ``create_model``).
 * Schedule: per step, linear warm-up from ``lr / steps`` to ``lr`` over ``warmup_epochs``, then
   cosine decay to 0 at the last step.
-* Divergence: a non-finite training loss (or validation loss) stops the run at once; the epoch is
+* Divergence: a non-finite training loss (or validation or test loss) stops the run at once; the epoch is
   recorded with what was measured and ``status`` is ``"diverged"``.
 * Early stopping: ``patience`` epochs without a new best validation accuracy end the run with
   status ``"early_stopped"``; ``None`` or 0 disables it.
@@ -84,14 +84,25 @@ class TrainConfig:
         def need(ok: bool, key: str, what: str):
             if not ok:
                 raise ValueError(f"{key}: expected {what}, got {getattr(self, key)!r}")
+
+        def num(key: str) -> bool:  # a finite real number (not a bool)
+            v = getattr(self, key)
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
         for key in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, key)
-            need(isinstance(value, int) and value >= 1, key, "an int >= 1")
-        need(self.lr > 0, "lr", "a number > 0")
-        need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
-        need(self.weight_decay >= 0 and self.warmup_epochs >= 0, "weight_decay", "numbers >= 0")
-        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "None or a number > 0")
-        need(self.patience is None or self.patience >= 0, "patience", "None or an int >= 0")
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, "an int >= 1")
+        need(num("lr") and self.lr > 0, "lr", "a finite number > 0")
+        need(num("momentum") and self.momentum >= 0, "momentum", "a finite number >= 0")
+        need(num("label_smoothing") and 0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
+        need(num("weight_decay") and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
+        need(num("warmup_epochs") and self.warmup_epochs >= 0, "warmup_epochs", "a finite number >= 0")
+        need(self.grad_clip is None or (num("grad_clip") and self.grad_clip > 0), "grad_clip",
+             "None or a finite number > 0")
+        need(self.patience is None or (isinstance(self.patience, int) and not isinstance(self.patience, bool)
+                                       and self.patience >= 0), "patience", "None or an int >= 0")
+        need(isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", "an int")
+        need(isinstance(self.nesterov, bool), "nesterov", "true or false")
         for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("device", DEVICES)):
             need(getattr(self, key) in allowed, key, "one of " + ", ".join(allowed))
 
@@ -292,6 +303,7 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
     checkpoint is written. ``footprint`` (e.g. ``lowbit.nn.footprint(...).to_dict()``) is copied
     into every epoch row. Returns ``{"status", "epochs": [row, ...], "summary": {...}}``.
     """
+    _check_splits(splits)
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     model.to(device)
@@ -324,7 +336,7 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
         val_loss, val_acc = evaluate(model, splits.val.x, splits.val.y, cfg.eval_batch_size, **ev)
         test_loss, test_acc = evaluate(model, splits.test.x, splits.test.y, cfg.eval_batch_size,
                                        **ev)
-        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss) and math.isfinite(test_loss))
         row = {"epoch": epoch, "train_loss": train_loss,
                "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
                "test_loss": test_loss, "test_acc": test_acc, "epoch_lr": lr,
@@ -354,6 +366,18 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
             break
     summary = {**summarize(state["history"], state["status"]), **_run_info(model, device, dtype)}
     return {"status": state["status"], "epochs": state["history"], "summary": summary}
+
+
+def _check_splits(splits) -> None:
+    """An empty training split, or inputs holding Inf/NaN, would give meaningless "completed" runs."""
+    if len(splits.train) == 0:
+        raise ValueError(f"{getattr(splits, 'name', 'data')}: the training split is empty; allowed: at least 1 example")
+    for part in ("train", "val", "test"):
+        x = getattr(splits, part).x
+        if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+            n_inf, n_nan = int(torch.isinf(x).sum()), int(torch.isnan(x).sum())
+            raise ValueError(f"{getattr(splits, 'name', 'data')}: the {part} split's inputs hold {n_inf} Inf and {n_nan} NaN values "
+                             f"(of {x.numel()}); allowed: finite inputs")
 
 
 def _train_epoch(model, batches, splits, cfg: TrainConfig, opt, sched, scaler, dtype

@@ -127,6 +127,8 @@ def quantize_model(model: nn.Module, recipe: Recipe, inplace: bool = True) -> As
     """Quantize ``model`` per ``recipe``; returns the resolved :class:`Assignment` (``.model`` is the
     quantized model: ``model`` itself, or a deep copy when ``inplace=False``). Raises ValueError if
     the model is already quantized (call :func:`dequantize_model` first)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a lowbit.nn.Recipe, got {type(recipe).__name__} "
                         f"(build one with make_recipe or recipe_for_precision)")
