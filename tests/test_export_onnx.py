@@ -69,7 +69,7 @@ def _check(c):
 def test_qdq_export_matches_fake_quant(setup, tmp_path, fmt):
     splits, cnn, _, calib, xt = setup
     res = quantize_ptq(cnn, fmt, fmt, calib, PTQConfig(per_channel=True))
-    info = export_onnx(res.model, tmp_path / "m.onnx", xt[:1], calib_x=calib)
+    info = export_onnx(res.model, tmp_path / "m.onnx", xt[:1], calib_x=calib, layout="simulate")
     assert info.nodes["QuantizeLinear"] == 4 and info.nodes["DequantizeLinear"] == 8
     assert {f for _, f, _ in info.weights} == {fmt} and {f for _, f, _ in info.acts} == {fmt}
     c = compare_onnx(tmp_path / "m.onnx", info.model, xt, splits.test.y)

@@ -146,6 +146,7 @@ class _Builder:
         import onnx  # noqa: F401
         self.nodes, self.inits, self.n = [], [], 0
         self.counts: dict = {}
+        self.deploy, self.post, self.skip, self.ranks = False, {}, set(), {}
 
     def name(self, base):
         self.n += 1
@@ -229,10 +230,22 @@ def _weight(b: _Builder, w: torch.Tensor, q, layer: str, info: OnnxInfo):
     if spec.scaling == "channel":
         attrs["axis"] = 0
     inputs = [codes, b.const(scale.astype(np.float32), "wscale")]
-    if zp is not None:
+    if zp is not None or (b.deploy and f.name.startswith(("int", "uint"))):  # onnxruntime's QGemm fusion needs it
         inputs.append(_zero_point(b, f, zp, list(scale.shape)))
     info.weights.append((layer, f.name, spec.scaling))
     return b.node("DequantizeLinear", inputs, f"{layer}.weight_dq", **attrs)
+
+
+def _bias(b: _Builder, m: nn.Module, layer: str) -> str:
+    """The bias input: int32 codes + DequantizeLinear (scale s_in * s_w) in the deploy layout when
+    the layer's formats allow it (:func:`lowbit.export.onnx_deploy.quantize_bias`), else fp32."""
+    from .onnx_deploy import quantize_bias
+    qb = quantize_bias(m) if b.deploy else None
+    if qb is None:
+        return b.const(m.bias.detach().float().numpy(), "b")
+    codes, scale, axis = qb
+    return b.node("DequantizeLinear", [b.const(codes, "bq"), b.const(scale.astype(np.float32), "bscale")],
+                  f"{layer}.bias_dq", axis=axis)
 
 
 def _act(b: _Builder, x: str, q, where: str, info: OnnxInfo):
@@ -287,23 +300,31 @@ def _module(b: _Builder, m: nn.Module, x: str, target: str, info: OnnxInfo) -> s
         return x
     if isinstance(m, (nn.Linear, nn.Conv2d)):
         wq = m.weight_quantizer if isinstance(m, QuantLayer) else None
-        if isinstance(m, QuantLayer):
+        if isinstance(m, QuantLayer) and target not in b.skip:
             x = _act(b, x, m.input_quantizer, f"input of {target}", info)
-        w = _weight(b, m.weight, wq, target, info)
-        if isinstance(m, nn.Linear):
+        bias = _bias(b, m, target) if m.bias is not None else None
+        if isinstance(m, nn.Linear) and b.deploy and b.ranks.get(target) == 2:
+            w = _weight(b, m.weight, wq, target, info)
+            y = b.node("Gemm", [x, w] + ([bias] if bias else []), transB=1)
+        elif isinstance(m, nn.Linear):
+            w = _weight(b, m.weight, wq, target, info)
             y = b.node("MatMul", [x, b.node("Transpose", [w], "wt", perm=[1, 0])])
-            if m.bias is not None:
-                y = b.node("Add", [y, b.const(m.bias.detach().float().numpy(), "b")])
+            if bias:
+                y = b.node("Add", [y, bias])
         else:
+            w = _weight(b, m.weight, wq, target, info)
             if isinstance(m.padding, str) or m.padding_mode != "zeros":
                 raise ValueError(f"layer {target!r}: padding {m.padding!r}/{m.padding_mode} is not exported; allowed: "
                                  f"numeric zero padding")
-            ins = [x, w] + ([b.const(m.bias.detach().float().numpy(), "b")] if m.bias is not None else [])
+            ins = [x, w] + ([bias] if bias else [])
             p = _pair(m.padding)
             y = b.node("Conv", ins, kernel_shape=list(m.kernel_size), strides=_pair(m.stride), pads=p + p,
                        dilations=_pair(m.dilation), group=m.groups)
         if isinstance(m, QuantLayer):
             y = _act(b, y, m.output_quantizer, f"output of {target}", info)
+        if target in b.post:
+            q, consumer = b.post[target]
+            y = _act(b, y, q, f"input of {consumer} (after {target})", info)
         return y
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if m.training or m.running_mean is None:
@@ -349,8 +370,13 @@ def _hooked(model):
     return [n for n, m in model.named_modules() if type(m).__name__ == "HookQuantizers"]
 
 
-def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo):
-    """The onnx.ModelProto of ``model`` (eval mode, fixed activation scales)."""
+LAYOUTS = ("deploy", "simulate")
+
+
+def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo, layout: str = "deploy"):
+    """The onnx.ModelProto of ``model`` (eval mode, fixed activation scales). ``layout``: 'deploy'
+    (Q/DQ around each quantized op, int32 bias, Gemm: :mod:`lowbit.export.onnx_deploy`; MODIFIES the
+    biases of ``model`` to their int32-rounded values) or 'simulate' (Q/DQ only where lowbit quantizes)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -361,6 +387,13 @@ def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo):
     graph = _tracer().trace(model)
     mods = dict(model.named_modules())
     b = _Builder()
+    if layout not in LAYOUTS:
+        raise ValueError(f"ONNX layout {layout!r} is not allowed; allowed: {', '.join(LAYOUTS)}")
+    if layout == "deploy":
+        from .onnx_deploy import input_ranks, plan
+        b.deploy = True
+        b.post, b.skip = plan(graph, mods)
+        b.ranks = input_ranks(model, graph, example)
     env, out_names = {}, []
     for n in graph.nodes:
         if n.op == "placeholder":
@@ -414,20 +447,23 @@ def _call(b: _Builder, n, env):
 
 
 def export_onnx(model: nn.Module, path, example: torch.Tensor, *, calib_x: torch.Tensor | None = None,
-                backend: str | None = None) -> OnnxInfo:
+                backend: str | None = None, layout: str = "deploy") -> OnnxInfo:
     """Write ``model`` (a quantized model, eval mode) to ``path`` as an ONNX QDQ graph (opset 21).
 
     ``example``: one input batch (sets the input shape; the batch dimension is dynamic). Dynamic
     activation quantizers need ``calib_x`` (see :func:`freeze_activation_scales`). Returns an
     :class:`OnnxInfo` whose ``model`` is the PyTorch model the graph matches. ``backend``: the
     fake-quant kernels of the calibration and tracing passes (None: the current ``lowbit.backend``).
+    ``layout``: 'deploy' (default; onnxruntime fuses it into integer kernels, see
+    :mod:`lowbit.export.onnx_deploy`; fold BatchNorm first with ``fold_batchnorm``) or 'simulate'.
+    ``model`` itself is never modified.
     """
     from lowbit.ops.backend import backend as use_backend
     with use_backend(backend):
-        return _export_onnx(model, path, example, calib_x)
+        return _export_onnx(model, path, example, calib_x, layout)
 
 
-def _export_onnx(model, path, example, calib_x) -> OnnxInfo:
+def _export_onnx(model, path, example, calib_x, layout="deploy") -> OnnxInfo:
     import onnx
     model = model.eval()
     dyn = [n for n, m in model.named_modules() if _is_dynamic(m) and n.rsplit(".", 1)[-1] in
@@ -436,8 +472,10 @@ def _export_onnx(model, path, example, calib_x) -> OnnxInfo:
         if calib_x is None:
             raise ValueError(f"{dyn[0]} has a dynamic (per-batch) scale; pass calib_x to freeze it")
         model = freeze_activation_scales(model, calib_x)
+    elif layout == "deploy":
+        model = copy.deepcopy(model)   # the deploy layout rounds biases to their int32 grid
     info = OnnxInfo(str(path), model, OPSET)
-    mp = build_graph(model, example, info)
+    mp = build_graph(model, example, info, layout)
     onnx.save(mp, str(path))
     return info
 
@@ -451,7 +489,7 @@ def onnx_weights(path) -> dict:
     inits = {t.name: t for t in mp.graph.initializer}
     out = {}
     for n in mp.graph.node:
-        if n.op_type == "DequantizeLinear" and all(i in inits for i in n.input):
+        if n.op_type == "DequantizeLinear" and ".weight_dq" in n.output[0] and all(i in inits for i in n.input):
             layer = n.output[0].rsplit(".weight_dq", 1)[0]
             g = helper.make_graph([n], "w", [], [helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT, None)],
                                   [inits[i] for i in n.input])
