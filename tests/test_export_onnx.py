@@ -77,11 +77,12 @@ def test_qdq_export_matches_fake_quant(setup, tmp_path, fmt):
     print(f"{fmt}: max|diff| {c['max_abs_diff']:.2e}, acc torch {c['acc_torch']:.4f} onnx {c['acc_onnx']:.4f}")
 
 
-def test_mlp_int8_export(setup, tmp_path):
+@pytest.mark.parametrize("layout,op", [("simulate", "MatMul"), ("deploy", "Gemm")])
+def test_mlp_int8_export(setup, tmp_path, layout, op):
     splits, _, mlp, calib, xt = setup
     res = quantize_ptq(mlp, "int8", "int8", calib, PTQConfig())
-    info = export_onnx(res.model, tmp_path / "mlp.onnx", xt[:1])
-    assert "Flatten" in info.nodes and info.nodes["MatMul"] == 2
+    info = export_onnx(res.model, tmp_path / "mlp.onnx", xt[:1], layout=layout)
+    assert "Flatten" in info.nodes and info.nodes[op] == 2
     _check(compare_onnx(tmp_path / "mlp.onnx", info.model, xt, splits.test.y))
 
 

@@ -552,6 +552,10 @@ def _parser():
     p.add_argument("--epochs", type=int, default=3, help="--train-quick epochs (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="model.onnx", help="output .onnx file")
+    p.add_argument("--layout", default="deploy", choices=LAYOUTS, help="deploy: BatchNorm folded, Q/DQ around each "
+                   "quantized op, int32 bias (onnxruntime fuses integer kernels); simulate: Q/DQ only at layer inputs")
+    p.add_argument("--latency-runs", type=int, default=10, help="timed onnxruntime runs of the quantized and the "
+                   "fp32 graph (median printed; 0 = skip; the fp32 graph goes to OUT with suffix .fp32.onnx)")
     return p
 
 
@@ -588,12 +592,17 @@ def _run(args) -> int:
         raise ImportError(f"ONNX export needs the packages onnx and onnxruntime ({exc}); pip install onnx onnxruntime")
     cfg = PTQConfig(calib=args.calib, calib_samples=args.calib_samples, per_channel=args.per_channel)
     splits = load_dataset(args.dataset, seed=args.seed)
+    if args.latency_runs < 0:
+        raise ValueError(f"--latency-runs {args.latency_runs} is not allowed; allowed: an integer >= 0")
     model, _ = build_source_model(args, splits)
     model.eval()
+    if args.layout == "deploy":
+        from .onnx_deploy import fold_batchnorm
+        model = fold_batchnorm(model)   # before quantizing: the fake-quant model is the folded one
     calib = calibration_inputs(splits, args.calib_samples, args.seed)
     res = quantize_ptq(model, w, a, calib, cfg)
     xt = normalize(splits.test.x, splits.mean, splits.std)
-    info = export_onnx(res.model, args.out, xt[:1], calib_x=calib)
+    info = export_onnx(res.model, args.out, xt[:1], calib_x=calib, layout=args.layout)
     c = compare_onnx(args.out, info.model, xt, splits.test.y)
     with torch.no_grad():
         acc_f = float((model(xt).argmax(1) == splits.test.y).float().mean())
@@ -610,4 +619,18 @@ def _run(args) -> int:
           f"{100 * c['argmax_agree']:.2f}%")
     print(f"accuracy: fp32 {100 * acc_f:.2f}%  fake-quant PyTorch {100 * c['acc_torch']:.2f}%  "
           f"onnxruntime {100 * c['acc_onnx']:.2f}% (graph optimizations on: {acc_opt})")
+    if args.latency_runs:
+        _print_latency(model, args, xt)
     return 0
+
+
+def _print_latency(model, args, xt):
+    from pathlib import Path
+
+    from .onnx_latency import compare_latency
+    fp32 = Path(args.out).with_suffix(".fp32.onnx")
+    export_onnx(model, fp32, xt[:1], layout=args.layout)
+    lat = compare_latency(args.out, fp32, xt, args.latency_runs)
+    print(f"onnxruntime latency (CPU, 1 thread, batch {len(xt)}, median of {args.latency_runs} runs, optimizations "
+          f"on): quantized {lat['quant_ms']:.3f} ms, fp32 {lat['fp32_ms']:.3f} ms ({fp32}): "
+          f"{lat['speedup']:.2f}x")
