@@ -22,7 +22,7 @@ from lowbit.data import load_dataset, normalize  # noqa: E402
 from lowbit.export.onnx import compare_onnx, export_onnx  # noqa: E402
 from lowbit.export.onnx_deploy import fold_batchnorm  # noqa: E402
 from lowbit.export.onnx_latency import compare_latency  # noqa: E402
-from lowbit.export.packed import encode_weight  # noqa: E402
+from lowbit.nn.packing import encode_weight  # noqa: E402
 from lowbit.models import create_model  # noqa: E402
 from lowbit.ptq import PTQConfig, calibration_inputs, quantize_ptq  # noqa: E402
 
@@ -140,3 +140,37 @@ def test_latency_measured(setup, tmp_path):
     assert lat["quant_ms"] > 0 and lat["fp32_ms"] > 0 and lat["speedup"] > 0
     with pytest.raises(ValueError, match="allowed"):
         compare_latency(path, tmp_path / "f.onnx", xt, runs=0)
+
+
+@pytest.mark.parametrize("fmt", ["int4", "uint4"])
+@pytest.mark.parametrize("name,axis,group", [("mlp", -1, 16), ("cnn", 1, 4)])
+def test_groupwise_weights_blocked_dequantize(setup, tmp_path, fmt, name, axis, group):
+    """Group-wise weights become DequantizeLinear with block_size (opset 21): the dequantized weights
+    equal lowbit's bit for bit, the model output matches with the optimiser on and off, and the group
+    size is live (a different size gives different weights)."""
+    from lowbit.export.onnx import onnx_weights
+    from lowbit.nn import make_recipe, quantize_model
+    from lowbit.nn.modules import QuantLayer
+    from lowbit.ops.quantize import QuantSpec
+    splits, models, _, xt = setup
+
+    def export(g):
+        q = fold_batchnorm(models[name])
+        quantize_model(q, make_recipe(weights=QuantSpec(fmt, scaling="group", group_size=g, axis=axis, pad=True)))
+        path = tmp_path / f"g{g}.onnx"
+        return path, export_onnx(q.eval(), path, xt[:1])
+    path, info = export(group)
+    m = onnx.load(str(path))
+    blocked = [n for n in m.graph.node if n.op_type == "DequantizeLinear"
+               and any(a.name == "block_size" and a.i == group for a in n.attribute)]
+    layers = {n: mod for n, mod in info.model.named_modules() if isinstance(mod, QuantLayer)}
+    assert len(blocked) == len(layers) > 0
+    ws = onnx_weights(path)
+    for n, mod in layers.items():
+        assert torch.equal(torch.from_numpy(ws[n]), mod.weight_quantizer(mod.weight)), n
+    for opt in (False, True):
+        c = compare_onnx(path, info.model, xt, splits.test.y, optimize=opt)
+        assert c["max_abs_diff"] <= 1e-4 and c["argmax_agree"] == 1.0, (opt, c)
+    other, _ = export(group * 2)
+    last = list(layers)[-1]   # (the first conv of the cnn has one input channel: one group whatever the size)
+    assert not torch.equal(torch.from_numpy(onnx_weights(other)[last]), torch.from_numpy(ws[last]))

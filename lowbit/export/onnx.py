@@ -30,16 +30,24 @@ Quantizers:
 Formats: int8, uint8, int4, uint4, int16, uint16 (opset 21), fp8_e4m3 (FLOAT8E4M3FN) and fp8_e5m2
 (FLOAT8E5M2) (opset 19+). ONNX has no type for fp6, e2m0/e1m0 or codebooks, and onnxruntime (CPU)
 runs no FLOAT4E2M1 QDQ, no MX and no NVFP4 (blocked scales of E8M0 / E4M3 type): those are a one-line
-error naming the format and the allowed ones. Group / block scaling of integer formats is rejected
-too (opset 21 ``block_size`` exists but is not wired up here).
+error naming the format and the allowed ones. Group-wise weights of int4 / uint4 / int8 / uint8
+(``scaling='group'``, any axis, ``pad=True`` allowed) become a blocked DequantizeLinear (opset 21
+``axis`` + ``block_size``; the scale tensor is the weight's shape with that axis cut to n_groups);
+block formats (MX) and group-scaled activations are rejected.
+
+Layouts: ``layout='deploy'`` (default) places Q/DQ as onnxruntime / TensorRT fuse them (around each
+quantized op, int32 bias, Gemm; see :mod:`lowbit.export.onnx_deploy`, fold BatchNorm first with
+``fold_batchnorm``); ``layout='simulate'`` puts Q/DQ only where lowbit quantizes (layer inputs).
 
 Numerics vs PyTorch: QuantizeLinear rounds ``x / scale`` half to even and saturates, as lowbit's
 'nearest' rounding does; for unsigned formats lowbit rounds ``x / s + zp`` and ONNX ``x / s`` then
 adds ``zp``, which differs only at exact ties when ``zp`` is odd. Convolutions and matmuls
 accumulate in a different order, so outputs agree to float rounding (about 1e-5 relative), not bit
 for bit; a tensor that lands on a rounding tie of the next activation quantizer can then move by
-one quantization step. onnxruntime runs with graph optimizations DISABLED for the comparison (its
-QDQ fusions into integer kernels would requantize differently).
+one quantization step. ``compare_onnx(optimize=False)`` runs onnxruntime with graph optimizations
+disabled; with ``optimize=True`` its integer kernels requantize with their own fixed-point
+multipliers, so outputs may move by a quantization step (accuracy equal to within one test image
+on digits, tested in tests/test_export_onnx_deploy.py).
 """
 from __future__ import annotations
 
@@ -203,7 +211,7 @@ def _scale_of(fixed, spec, channels=None):
 def _weight(b: _Builder, w: torch.Tensor, q, layer: str, info: OnnxInfo):
     """Initializer(s) + DequantizeLinear of a quantized weight; returns the fp32 tensor name."""
     import lowbit
-    from .packed import encode_weight
+    from lowbit.nn.packing import encode_weight
     if q is None:
         return b.const(w.detach().float().numpy(), "w")
     if type(q).__name__ not in ("WeightQuantizer", "FakeQuantizer", "CalibratedQuantizer"):
@@ -211,9 +219,12 @@ def _weight(b: _Builder, w: torch.Tensor, q, layer: str, info: OnnxInfo):
                          f"WeightQuantizer (quantize_model) or CalibratedQuantizer (lowbit.ptq)")
     spec = q.spec
     tname = check_format(spec.format, f"weights of {layer}")
-    if spec.scaling not in ("tensor", "channel", "none") or (spec.scaling == "channel" and spec.axis % w.dim() != 0):
-        raise ValueError(f"layer {layer!r}: weight scaling {spec.scaling!r} (axis {spec.axis}) cannot be exported to "
-                         f"ONNX; allowed: 'tensor', 'channel' on axis 0, or 'none'")
+    grouped = spec.scaling == "group" and spec.format.name in GROUP_FORMATS
+    if not grouped and (spec.scaling not in ("tensor", "channel", "none")
+                        or (spec.scaling == "channel" and spec.axis % w.dim() != 0)):
+        raise ValueError(f"layer {layer!r}: weight scaling {spec.scaling!r} (axis {spec.axis}, {spec.format.name}) "
+                         f"cannot be exported to ONNX; allowed: 'tensor', 'channel' on axis 0, 'none', or 'group' "
+                         f"for {', '.join(GROUP_FORMATS)} (blocked DequantizeLinear)")
     if spec.scaling == "none" and not spec.format.direct_cast_ok:
         raise ValueError(f"layer {layer!r}: unscaled integer weights are not exported; allowed: 'tensor' or 'channel'")
     if spec.rounding == "stochastic":
@@ -225,6 +236,8 @@ def _weight(b: _Builder, w: torch.Tensor, q, layer: str, info: OnnxInfo):
     attrs = {}
     if enc.scale is None:
         scale, zp = np.array(1.0, dtype=np.float32), None
+    elif grouped:
+        scale, zp, attrs = _group_scale(enc.scale, spec, w.dim())
     else:
         scale, zp = _scale_of(enc.scale, spec)
     if spec.scaling == "channel":
@@ -234,6 +247,21 @@ def _weight(b: _Builder, w: torch.Tensor, q, layer: str, info: OnnxInfo):
         inputs.append(_zero_point(b, f, zp, list(scale.shape)))
     info.weights.append((layer, f.name, spec.scaling))
     return b.node("DequantizeLinear", inputs, f"{layer}.weight_dq", **attrs)
+
+
+GROUP_FORMATS = ("int4", "uint4", "int8", "uint8")   # blocked (block_size) DequantizeLinear, opset 21
+
+
+def _group_scale(fixed, spec, ndim):
+    """Group scales laid out as ONNX's blocked DequantizeLinear wants them: the weight's shape with
+    the grouped axis cut to n_groups (lowbit keeps them as (other dims..., n_groups, 1), axis last)."""
+    s, zp = fixed if isinstance(fixed, tuple) else (fixed, None)
+    axis = spec.axis % ndim
+
+    def lay(t):
+        return t.detach().squeeze(-1).movedim(-1, axis).contiguous()
+    scale = lay(s).float().numpy()
+    return scale, (None if zp is None else lay(zp)), {"axis": axis, "block_size": spec.group_size}
 
 
 def _bias(b: _Builder, m: nn.Module, layer: str) -> str:

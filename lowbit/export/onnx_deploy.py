@@ -107,13 +107,14 @@ def quantize_bias(m: nn.Module):
     qi, qw = getattr(m, "input_quantizer", None), getattr(m, "weight_quantizer", None)
     if m.bias is None or qi is None or qw is None or type(qi).__name__ != "CalibratedQuantizer":
         return None
-    if qi.spec.format.name not in FUSABLE or not qw.spec.format.name.startswith(("int", "uint")):
+    if (qi.spec.format.name not in FUSABLE or not qw.spec.format.name.startswith(("int", "uint"))
+            or qw.spec.scaling not in ("tensor", "channel")):
         return None
     fixed = qi.fixed_scale()
     if fixed is None:
         return None
     s_in = (fixed[0] if isinstance(fixed, tuple) else fixed).detach().float().reshape(())
-    from .packed import encode_weight
+    from lowbit.nn.packing import encode_weight
     enc = encode_weight(m.weight, qw)
     if enc.scale is None:
         return None
