@@ -147,6 +147,7 @@ def test_cli(setup, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file()
     assert "max |diff|" in text and "onnxruntime" in text and "accuracy: fp32" in text
+    assert "latency" in text and "fp32" in text and (tmp_path / "m.fp32.onnx").is_file()
     rc = cli_onnx(["--checkpoint", str(ck), "--weights", "mxfp4", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "mxfp4" in err and "allowed: int8" in err

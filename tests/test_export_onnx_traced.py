@@ -70,3 +70,19 @@ def test_traced_refusals(xs, tmp_path):
     with pytest.raises(ValueError, match="not exported; allowed"):
         export_onnx_traced(_quantized("vit", weights="int8", softmax="int8"), tmp_path / "x.onnx", xs[:1],
                            calib_x=xs)
+
+
+def test_cli_falls_back_to_torch_exporter(tmp_path, capsys):
+    from lowbit.export.onnx import cli_onnx
+    torch.manual_seed(0)
+    ck = tmp_path / "vit.pt"
+    torch.save(create_model("vit", num_classes=10, in_chans=1, img_size=8).state_dict(), ck)
+    out = tmp_path / "vit.onnx"
+    args = ["--checkpoint", str(ck), "--model", "vit", "--dataset", "digits", "--weights", "int8", "--acts", "int8",
+            "--calib-samples", "64", "--latency-runs", "2", "--out", str(out)]
+    assert cli_onnx(args) == 0 and out.is_file()
+    cap = capsys.readouterr()
+    assert "torch.onnx.export" in cap.err and "LayerNormalization" in cap.out and "latency" in cap.out
+    assert cli_onnx(args + ["--exporter", "graph"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "allowed" in err

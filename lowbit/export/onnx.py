@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,6 +82,11 @@ def check_format(fmt, where: str = "") -> str:
         raise ValueError(f"format {f.name!r} cannot be exported to ONNX{' (' + where + ')' if where else ''}: {why}; "
                          f"allowed: {ALLOWED}")
     return ONNX_TYPES[f.name][0]
+
+
+class UnsupportedOpError(ValueError):
+    """A layer or operation the hand-built graph has no ONNX rule for (``lowbit.export.onnx_traced``
+    exports such models through torch.onnx.export)."""
 
 
 @dataclass
@@ -390,7 +396,7 @@ def _module(b: _Builder, m: nn.Module, x: str, target: str, info: OnnxInfo) -> s
         if m.end_dim != -1:
             raise ValueError(f"layer {target!r}: Flatten(end_dim={m.end_dim}) is not exported; allowed: end_dim=-1")
         return b.node("Flatten", [x], axis=m.start_dim)
-    raise ValueError(f"layer {target!r} ({type(m).__name__}) cannot be exported to ONNX; "
+    raise UnsupportedOpError(f"layer {target!r} ({type(m).__name__}) cannot be exported to ONNX; "
                      f"allowed: {', '.join(SUPPORTED)}")
 
 
@@ -412,7 +418,10 @@ def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo, layout:
     if hooked:
         raise ValueError(f"quantizers on non-weight layers ({hooked[0].rsplit('.', 1)[0]}) are not exported; allowed: "
                          f"weight / input / output quantizers of Linear and Conv2d layers")
-    graph = _tracer().trace(model)
+    try:
+        graph = _tracer().trace(model)
+    except Exception as exc:  # noqa: BLE001 - torch.fx raises many types for untraceable code
+        raise UnsupportedOpError(f"the model cannot be traced by torch.fx ({' '.join(str(exc).split())[:200]})")
     mods = dict(model.named_modules())
     b = _Builder()
     if layout not in LAYOUTS:
@@ -438,7 +447,7 @@ def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo, layout:
                 raise ValueError("models with several outputs are not exported; allowed: one output tensor")
             out_names.append(env[res.name])
         elif n.op == "get_attr":
-            raise ValueError(f"graph attribute {n.target!r} is not exported; "
+            raise UnsupportedOpError(f"graph attribute {n.target!r} is not exported; "
                              f"allowed: module layers ({', '.join(SUPPORTED)})")
     with torch.no_grad():
         y = model(example)
@@ -471,7 +480,7 @@ def _call(b: _Builder, n, env):
     if t in (F.relu, torch.relu, "relu"):
         return b.node("Relu", [args[0]])
     name = getattr(t, "__name__", t)
-    raise ValueError(f"operation {name!r} cannot be exported to ONNX; allowed: {', '.join(SUPPORTED)}")
+    raise UnsupportedOpError(f"operation {name!r} cannot be exported to ONNX; allowed: {', '.join(SUPPORTED)}")
 
 
 def export_onnx(model: nn.Module, path, example: torch.Tensor, *, calib_x: torch.Tensor | None = None,
@@ -582,6 +591,9 @@ def _parser():
     p.add_argument("--out", default="model.onnx", help="output .onnx file")
     p.add_argument("--layout", default="deploy", choices=LAYOUTS, help="deploy: BatchNorm folded, Q/DQ around each "
                    "quantized op, int32 bias (onnxruntime fuses integer kernels); simulate: Q/DQ only at layer inputs")
+    p.add_argument("--exporter", default="auto", choices=("auto", "graph", "torch"), help="graph: lowbit's "
+                   "hand-built graph (CNNs, MLPs); torch: torch.onnx.export with lowbit's scales as Q/DQ (transformers; "
+                   "int8/uint8); auto: graph, else torch when the model has a layer the graph has no rule for")
     p.add_argument("--latency-runs", type=int, default=10, help="timed onnxruntime runs of the quantized and the "
                    "fp32 graph (median printed; 0 = skip; the fp32 graph goes to OUT with suffix .fp32.onnx)")
     return p
@@ -630,7 +642,7 @@ def _run(args) -> int:
     calib = calibration_inputs(splits, args.calib_samples, args.seed)
     res = quantize_ptq(model, w, a, calib, cfg)
     xt = normalize(splits.test.x, splits.mean, splits.std)
-    info = export_onnx(res.model, args.out, xt[:1], calib_x=calib, layout=args.layout)
+    info = _export_cli(res.model, args, xt[:1], calib)
     c = compare_onnx(args.out, info.model, xt, splits.test.y)
     with torch.no_grad():
         acc_f = float((model(xt).argmax(1) == splits.test.y).float().mean())
@@ -652,12 +664,29 @@ def _run(args) -> int:
     return 0
 
 
+def _export_cli(qmodel, args, example, calib):
+    from .onnx_traced import export_onnx_traced
+    if args.exporter == "torch":
+        return export_onnx_traced(qmodel, args.out, example, calib_x=calib)
+    try:
+        return export_onnx(qmodel, args.out, example, calib_x=calib, layout=args.layout)
+    except UnsupportedOpError as exc:
+        if args.exporter == "graph":
+            raise
+        print(f"hand-built graph: {exc}; exporting through torch.onnx.export", file=sys.stderr)
+        return export_onnx_traced(qmodel, args.out, example, calib_x=calib)
+
+
 def _print_latency(model, args, xt):
     from pathlib import Path
 
     from .onnx_latency import compare_latency
     fp32 = Path(args.out).with_suffix(".fp32.onnx")
-    export_onnx(model, fp32, xt[:1], layout=args.layout)
+    try:
+        export_onnx(model, fp32, xt[:1], layout=args.layout)
+    except UnsupportedOpError:
+        from .onnx_traced import export_onnx_traced
+        export_onnx_traced(model, fp32, xt[:1])
     lat = compare_latency(args.out, fp32, xt, args.latency_runs)
     print(f"onnxruntime latency (CPU, 1 thread, batch {len(xt)}, median of {args.latency_runs} runs, optimizations "
           f"on): quantized {lat['quant_ms']:.3f} ms, fp32 {lat['fp32_ms']:.3f} ms ({fp32}): "

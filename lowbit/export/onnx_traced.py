@@ -84,6 +84,7 @@ class _TracedLayer(nn.Module):
             self.per_channel = wq.spec.scaling == "channel"
             self.register_buffer("w_scale", s)
             self.register_buffer("w_zp", zp)
+            self.w_s0, self.w_z0 = float(s[0]), int(zp[0])   # per-tensor: Python numbers (no tracer warning)
             with torch.no_grad():
                 self.register_buffer("wq", wq(m.weight).detach().clone())   # lowbit's grid values
         else:
@@ -94,8 +95,7 @@ class _TracedLayer(nn.Module):
             return self.wq
         if self.per_channel:
             return torch.fake_quantize_per_channel_affine(self.wq, self.w_scale, self.w_zp, 0, self.w_lo, self.w_hi)
-        return torch.fake_quantize_per_tensor_affine(self.wq, float(self.w_scale[0]), int(self.w_zp[0]),
-                                                     self.w_lo, self.w_hi)
+        return torch.fake_quantize_per_tensor_affine(self.wq, self.w_s0, self.w_z0, self.w_lo, self.w_hi)
 
     def forward(self, x):
         if self.q_in is not None:
