@@ -70,7 +70,7 @@ def _check(c):
 def test_qdq_export_matches_fake_quant(setup, tmp_path, fmt):
     splits, cnn, _, calib, xt = setup
     res = quantize_ptq(cnn, fmt, fmt, calib, PTQConfig(per_channel=True))
-    info = export_onnx(res.model, tmp_path / "m.onnx", xt[:1], calib_x=calib)
+    info = export_onnx(res.model, tmp_path / "m.onnx", xt[:1], calib_x=calib, layout="simulate")
     assert info.nodes["QuantizeLinear"] == 4 and info.nodes["DequantizeLinear"] == 8
     assert {f for _, f, _ in info.weights} == {fmt} and {f for _, f, _ in info.acts} == {fmt}
     c = compare_onnx(tmp_path / "m.onnx", info.model, xt, splits.test.y)
@@ -78,11 +78,12 @@ def test_qdq_export_matches_fake_quant(setup, tmp_path, fmt):
     print(f"{fmt}: max|diff| {c['max_abs_diff']:.2e}, acc torch {c['acc_torch']:.4f} onnx {c['acc_onnx']:.4f}")
 
 
-def test_mlp_int8_export(setup, tmp_path):
+@pytest.mark.parametrize("layout,op", [("simulate", "MatMul"), ("deploy", "Gemm")])
+def test_mlp_int8_export(setup, tmp_path, layout, op):
     splits, _, mlp, calib, xt = setup
     res = quantize_ptq(mlp, "int8", "int8", calib, PTQConfig())
-    info = export_onnx(res.model, tmp_path / "mlp.onnx", xt[:1])
-    assert "Flatten" in info.nodes and info.nodes["MatMul"] == 2
+    info = export_onnx(res.model, tmp_path / "mlp.onnx", xt[:1], layout=layout)
+    assert "Flatten" in info.nodes and info.nodes[op] == 2
     _check(compare_onnx(tmp_path / "mlp.onnx", info.model, xt, splits.test.y))
 
 
@@ -147,6 +148,7 @@ def test_cli(setup, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file()
     assert "max |diff|" in text and "onnxruntime" in text and "accuracy: fp32" in text
+    assert "latency" in text and "fp32" in text and (tmp_path / "m.fp32.onnx").is_file()
     rc = cli_onnx(["--checkpoint", str(ck), "--weights", "mxfp4", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "mxfp4" in err and "allowed: int8" in err

@@ -45,7 +45,7 @@ from lowbit.nn.packing import encode_weight, pack_weights, quantizer_parameter_i
 from lowbit.ops import QuantSpec
 from lowbit.ops.encode import Encoded, decode
 
-__all__ = ["PackedInfo", "build_source_model", "cli_packed", "cost_bytes", "encode_weight", "load_packed", "packed_info", "read_header", "read_metadata",
+__all__ = ["PackedInfo", "cost_bytes", "encode_weight", "load_packed", "packed_info", "read_header", "read_metadata",
            "save_packed"]
 
 FORMAT_TAG = "lowbit.packed"
