@@ -14,6 +14,7 @@ import copy
 
 import pytest
 import torch
+from conftest import train_steps
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -32,18 +33,7 @@ KW = {"channels": [8, 16, 16]}
 
 
 def _train(model, splits, steps=150):
-    x = normalize(splits.train.x, splits.mean, splits.std)
-    y = splits.train.y
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (128,), generator=g)
-        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_steps(model, splits, steps)
 
 
 @pytest.fixture(scope="module")

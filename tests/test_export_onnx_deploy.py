@@ -12,6 +12,7 @@ import collections
 
 import pytest
 import torch
+from conftest import train_steps
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -29,18 +30,8 @@ from lowbit.ptq import PTQConfig, calibration_inputs, quantize_ptq  # noqa: E402
 INTEGER_KERNELS = {"QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat"}
 
 
-def _train(model, splits, steps):
-    x, y = normalize(splits.train.x, splits.mean, splits.std), splits.train.y
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (128,), generator=g)
-        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+def _train(model, splits, steps=150):
+    return train_steps(model, splits, steps)
 
 
 @pytest.fixture(scope="module")
