@@ -54,6 +54,8 @@ class DataConfig:
     initialisation, order and augmentation. ``train_subset`` / ``eval_subset`` keep at most that
     many samples of train / of val and test each (a fixed random subset drawn with
     ``split_seed``), for quick runs. ``root`` is the directory of file-based datasets.
+    ``on_bad_file`` (imagefolder): ``skip`` an unreadable image with a warning in the run's log, or
+    fail the run with an ``error`` naming it.
     """
 
     root: str | None = None
@@ -61,8 +63,11 @@ class DataConfig:
     split_seed: int = 0
     train_subset: int | None = None
     eval_subset: int | None = None
+    on_bad_file: str = "skip"
 
     def __post_init__(self):
+        if self.on_bad_file not in ("skip", "error"):
+            raise ConfigError(f"data.on_bad_file: expected one of skip, error, got {self.on_bad_file!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction: expected a number in [0, 1), "
                               f"got {self.val_fraction!r}")

@@ -30,8 +30,9 @@ from lowbit.train import TERMINAL, resolve_device, train
 def load_run_data(spec: RunSpec):
     """The run's dataset, split with ``data.split_seed`` and cut to the configured subsets."""
     d = spec.data
+    extra = {"on_bad_file": d.on_bad_file} if spec.dataset == "imagefolder" else {}
     splits = load_dataset(spec.dataset, root=d.root, val_fraction=d.val_fraction,
-                          seed=d.split_seed)
+                          seed=d.split_seed, **extra)
     gen = torch.Generator().manual_seed(d.split_seed)
 
     def cut(split: TensorSplit, limit: int | None) -> TensorSplit:
