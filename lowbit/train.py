@@ -88,10 +88,16 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, key)
             need(isinstance(value, int) and value >= 1, key, "an int >= 1")
-        need(self.lr > 0, "lr", "a number > 0")
+        for key in ("lr", "weight_decay", "warmup_epochs", "momentum", "label_smoothing"):
+            value = getattr(self, key, 0.0)
+            need(isinstance(value, (int, float)) and not isinstance(value, bool)
+                 and math.isfinite(value), key, "a finite number")
+        need(self.lr > 0, "lr", "a finite number > 0")
         need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
-        need(self.weight_decay >= 0 and self.warmup_epochs >= 0, "weight_decay", "numbers >= 0")
-        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "None or a number > 0")
+        need(self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
+        need(self.warmup_epochs >= 0, "warmup_epochs", "a finite number >= 0")
+        need(self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
+             "grad_clip", "None or a finite number > 0")
         need(self.patience is None or self.patience >= 0, "patience", "None or an int >= 0")
         for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("device", DEVICES)):
             need(getattr(self, key) in allowed, key, "one of " + ", ".join(allowed))
