@@ -8,6 +8,8 @@ other run fails with the import error.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 FP32 = "fp32"
@@ -22,7 +24,7 @@ def load_recipe_precision(precision: str):
     path, _, want = ref.rpartition("@") if "@" in ref else (ref, "", "")
     import yaml
     try:
-        recipe = Recipe.from_yaml(open(path).read())
+        recipe = Recipe.from_yaml(Path(path).read_text())
     except OSError as err:
         raise ValueError(f"recipe file {path!r} cannot be read ({err.strerror}); allowed: a YAML recipe "
                          f"such as lowbit search's recipe.yaml") from None
