@@ -7,7 +7,7 @@ from lowbit.formats import (BlockFormat, CodebookFormat, E8M0Format, FloatFormat
                             get_format, list_formats)
 from lowbit.formats.codec import pack, unpack
 from lowbit.ops.encode import Encoded, decode, encode
-from lowbit.ops import QuantSpec, quantize
+from lowbit.ops import BACKENDS, QuantSpec, backend, current_backend, quantize
 
 __version__ = "0.1.0"
 
@@ -27,8 +27,8 @@ def __getattr__(name):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
 
-__all__ = ["BlockFormat", "CodebookFormat", "E8M0Format", "Encoded", "FloatFormat", "IntFormat", "QuantSpec", "codebook",
-           "decode", "encode", "get_format", "list_formats", "pack", "quantize", "unpack", "__version__",
+__all__ = ["BACKENDS", "BlockFormat", "CodebookFormat", "E8M0Format", "Encoded", "FloatFormat", "IntFormat",
+           "QuantSpec", "backend", "codebook", "current_backend", "decode", "encode", "get_format", "list_formats", "pack", "quantize", "unpack", "__version__",
            *_LAZY]
 
 

@@ -115,3 +115,21 @@ def test_ddp_entry_point_bad_input_is_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("python -m lowbit.cli.ddp: error: epochs: expected int") and err.count("\n") == 1
     assert ddp(["--help"]) == 0
+
+
+def test_backend_flag_scopes_the_whole_command(tmp_path, capsys):
+    """--backend reaches the kernels: the native kernels refuse codebooks, eager runs them; a bad name is one
+    line before any work."""
+    torch.manual_seed(0)
+    ck = tmp_path / "m.pt"
+    torch.save(build_model("mlp", "digits", {"hidden": [8]}).state_dict(), ck)
+    base = ["sensitivity", "--checkpoint", str(ck), "--model", "mlp", "--model-kwargs", "{hidden: [8]}",
+            "--formats", "nf4", "--methods", "l2", "--eval-samples", "50"]
+    assert main([*base, "--backend", "native", "--out", str(tmp_path / "n")]) == 2
+    err = capsys.readouterr().err
+    assert "backend='native' cannot run this call" in err and err.count("\n") == 1
+    assert main([*base, "--backend", "eager", "--out", str(tmp_path / "e")]) == 0
+    assert (tmp_path / "e" / "sensitivity.csv").exists()
+    capsys.readouterr()
+    assert main(["export", "c", "--train-quick", "--backend", "fast", "--out", str(tmp_path / "c")]) == 2
+    assert "backend='fast' is not allowed" in capsys.readouterr().err and not (tmp_path / "c").exists()

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from lowbit import QuantSpec
+from lowbit import QuantSpec, get_format
 from lowbit.nn import (LayerSpec, MatmulSpec, Recipe, Rule, SlotSpec, SoftmaxSpec, make_recipe,
                        recipe_for_precision, resolve)
 from lowbit.nn.recipe import expand_single
@@ -22,7 +22,7 @@ def test_slot_entries_normalise():
 def test_block_size_override_round_trips():
     q = QuantSpec("mxfp4", block_size=16)
     s = LayerSpec(weight=q).weight
-    assert s.format == "mxfp4" and dict(s.fields)["block_size"] == 16
+    assert s.format is get_format("mxfp4") and dict(s.fields)["block_size"] == 16
     assert resolve(s, "weight").format == q.format
 
 

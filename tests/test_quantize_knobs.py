@@ -247,3 +247,41 @@ def test_spec_is_frozen_hashable_and_serialisable():
         s.rounding = "zero"
     assert QuantSpec("int8").scaling == "tensor" and QuantSpec("fp8").scaling == "none"
     assert QuantSpec("mxfp4").scaling == "block" and QuantSpec("nf4").scaling == "tensor"
+
+
+def test_backend_context_is_scoped_and_declared_once(monkeypatch):
+    """``with lowbit.backend(name)`` sets the default backend of every quantize call inside the
+    block (nested blocks too) and restores it after, also after an error; the argument still wins."""
+    import lowbit
+    from lowbit.experiments.schema import QUANT_BACKENDS
+    from lowbit.ops import kernels
+    from lowbit.ptq.calibrate import PTQConfig
+
+    monkeypatch.delenv("LOWBIT_BACKEND", raising=False)
+    assert QUANT_BACKENDS is lowbit.BACKENDS is kernels.BACKENDS     # one declaration
+    seen = []
+    real = kernels._choose
+    monkeypatch.setattr(kernels, "_choose", lambda *a: seen.append(a[-1] or kernels.default_backend()) or real(*a))
+    x = torch.randn(64)
+    assert lowbit.current_backend() == "auto"
+    with lowbit.backend("eager"):
+        lowbit.quantize(x, "int8")
+        with lowbit.backend("compiled"):
+            assert lowbit.current_backend() == "compiled"
+        lowbit.quantize(x, "int8", backend="native")
+        assert lowbit.current_backend() == "eager"
+    with pytest.raises(RuntimeError), lowbit.backend("native"):
+        raise RuntimeError("boom")
+    assert lowbit.current_backend() == "auto" and seen == ["eager", "native"]
+    monkeypatch.setenv("LOWBIT_BACKEND", "eager")                # the documented default still works
+    assert lowbit.current_backend() == "eager"
+    with lowbit.backend(None):                                   # None keeps the current one
+        assert lowbit.current_backend() == "eager"
+    with pytest.raises(ValueError, match=r"^backend='gpu' is not allowed; allowed: auto, eager, compiled, native$"):
+        lowbit.backend("gpu").__enter__()
+    with pytest.raises(ValueError, match="backend='gpu' is not allowed"):
+        PTQConfig(backend="gpu")
+    from lowbit.search.evaluate import Evaluator                 # worker pools get the creator's backend
+    with lowbit.backend("compiled"):
+        assert Evaluator(torch.nn.Linear(2, 2), None).backend == "compiled"
+    assert Evaluator(torch.nn.Linear(2, 2), None, backend="native").backend == "native"

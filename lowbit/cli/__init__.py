@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         (getattr(args, "parser", None) or parser).print_help()
         return 0 if args.cmd is None else 2
     try:
-        return int(args.run(args) or 0)
+        from lowbit.ops.backend import backend
+        with backend(getattr(args, "backend", None)):   # --backend: one scoped choice for the whole command
+            return int(args.run(args) or 0)
     except UsageError as exc:
         return fail(exc.prog or _prog(args), exc)
     except getattr(args, "errors", ERRORS) as exc:

@@ -52,7 +52,7 @@ def tensor_format(flag: str, name: str, also: str = "") -> str:
         f = get_format(name)
     except ValueError as exc:
         raise UsageError(f"{flag} {name!r}: {exc}") from None
-    if f.kind == "scale":
+    if not f.holds_tensors:
         raise UsageError(f"{flag} {name!r}: a scale format cannot hold tensors; allowed: int/uint, minifloat, "
                          f"codebook, MX or NVFP4 formats{also}")
     return f.name

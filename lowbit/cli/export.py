@@ -9,15 +9,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-TARGETS = ("onnx", "packed", "c")
 
 
 def add_parser(sub):
+    from lowbit.export import EXPORTERS
     p = sub.add_parser("export", help="integer-only C / RISC-V, ONNX QDQ, packed checkpoints",
                        description="Deployment exports, each checked against the Python model.")
     p.set_defaults(parser=p)
     targets = p.add_subparsers(dest="target", metavar="TARGET", required=True)
-    for name in TARGETS:
+    for name in EXPORTERS.names():     # a new exporter: register it there, add lowbit/cli/export_NAME.py
         importlib.import_module(f"lowbit.cli.export_{name}").add_parser(targets)
     return p
 

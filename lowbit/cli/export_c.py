@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from lowbit.cli.common import UsageError, add_command, check_out, positive
-from lowbit.cli.source import add_calib_args, add_source_args, load_source
+from lowbit.cli.source import add_backend_arg, add_calib_args, add_source_args, load_source
 
 
 def add_parser(sub):
@@ -24,6 +24,7 @@ def add_parser(sub):
                    "in the printed layer table (torch.fx node names: dots become underscores); depthwise convs stay "
                    "8 unless named")
     add_calib_args(p)
+    add_backend_arg(p)
     p.add_argument("--eval-samples", type=int, default=None, help="test samples to score (default: all)")
     p.add_argument("--golden", type=int, default=100, help="golden inputs written to golden.h")
     p.add_argument("--multiplier", type=int, choices=(31, 7), default=31)

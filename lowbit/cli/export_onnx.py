@@ -12,7 +12,7 @@ import sys
 import torch
 
 from lowbit.cli.common import UsageError, add_command, check_out, optional_format, positive
-from lowbit.cli.source import add_calib_args, add_source_args, load_source
+from lowbit.cli.source import add_backend_arg, add_calib_args, add_source_args, load_source
 
 
 def add_parser(sub):
@@ -28,6 +28,7 @@ def add_parser(sub):
     p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
     p.add_argument("--calib", default="minmax", help="activation observer (lowbit.ptq METHODS)")
     add_calib_args(p)
+    add_backend_arg(p)
     p.add_argument("--out", default="model.onnx", help="output .onnx file")
     return p
 

@@ -12,7 +12,7 @@ import sys
 import torch
 
 from lowbit.cli.common import add_command, check_out, tensor_format
-from lowbit.cli.source import add_source_args, build_model, load_source
+from lowbit.cli.source import add_backend_arg, add_source_args, build_model, load_source
 
 
 def add_parser(sub):
@@ -23,6 +23,7 @@ def add_parser(sub):
     add_source_args(p)
     p.add_argument("--weights", default="int4", help="weight format (default int4)")
     p.add_argument("--per-channel", action="store_true", help="calibrated per-channel weight scales (PTQ)")
+    add_backend_arg(p)
     p.add_argument("--out", default="model.lowbit.safetensors", help="output file")
     p.add_argument("--verify", action="store_true", help="load the file into a fresh model and compare")
     return p

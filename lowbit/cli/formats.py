@@ -34,7 +34,7 @@ def _fmt_num(v) -> str:
 
 def _row(fmt) -> dict:
     d = fmt.describe()
-    specials = d.get("specials") or ("-" if fmt.kind != "block" else f"{fmt.scale} / {fmt.block_size}")
+    specials = d.get("specials") or (f"{d['scale']} / {d['block_size']}" if "block_size" in d else "-")
     return {"name": fmt.name, "kind": fmt.kind, "bits": d["bits"], "bits/elem": f"{d['bits_per_element']:g}",
             "max": _fmt_num(d["max"]), "min normal": _fmt_num(d["min_normal"]),
             "min subnormal": _fmt_num(d["min_subnormal"]), "codes": d["n_codes"], "specials": specials}
@@ -58,11 +58,11 @@ def run(args) -> int:
     fmts = [get_format(n) for n in names]
     if args.values:
         for f in fmts:
-            vals = f.values() if f.kind != "block" else f.element.values()
+            vals = f.element.values()
             if args.json:
                 print(json.dumps({"name": f.name, "values": [float(v) for v in vals]}))
             else:
-                label = f" (element {f.element.name})" if f.kind == "block" else ""
+                label = f" (element {f.element.name})" if f.element is not f else ""
                 print(f"{f.name}{label}: {len(vals)} distinct finite values")
                 print(" ".join(f"{v:g}" for v in vals))
         return 0

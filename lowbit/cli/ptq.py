@@ -43,7 +43,7 @@ def add_parser(sub):
     p.add_argument("--keep-first-last", action="store_true", help="first and last weight layer stay fp32")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding conv before quantizing")
     p.add_argument("--direct-cast", action="store_true", help="minifloat formats without any scale (a plain cast)")
-    add_backend_arg(p)
+    add_backend_arg(p, default="auto")
     p.add_argument("--out", default="runs/ptq", help="output directory for ptq_results.csv (default runs/ptq)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     return p

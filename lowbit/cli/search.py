@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from lowbit.cli.common import UsageError, add_command, check_out, positive
-from lowbit.cli.source import add_source_args, load_source
+from lowbit.cli.source import add_backend_arg, add_source_args, load_source
 
 BUDGETS = ("budget_size_kb", "budget_bitops", "budget_energy", "budget_instructions")
 
@@ -29,6 +29,7 @@ def add_space_args(p) -> None:
     p.add_argument("--eval-samples", type=int, default=None, help="use only the first N samples of the split")
     p.add_argument("--energy", default="horowitz", help="energy model: horowitz, relative, or a YAML/JSON file")
     p.add_argument("--out", default=None, help="output folder")
+    add_backend_arg(p)
 
 
 def space_and_data(args):

@@ -24,6 +24,8 @@ Flags (:func:`add_source_args`), with the same meaning in every command:
     the model initialisation, training, data split and calibration subset.
 ``--calib-samples N`` (:func:`add_calib_args`)
     calibration samples: a seeded random subset of the training split, normalised as in training.
+``--backend NAME`` (:func:`add_backend_arg`)
+    the fake-quant kernels: the command runs inside ``with lowbit.backend(NAME):``.
 """
 from __future__ import annotations
 
@@ -71,10 +73,12 @@ def add_calib_args(p, default: int = 256) -> None:
                    help=f"calibration samples from the train split (default {default})")
 
 
-def add_backend_arg(p) -> None:
-    from lowbit.ops.kernels import BACKENDS
-    p.add_argument("--backend", default="auto", help=f"quantize kernels: {', '.join(BACKENDS)} (default auto: "
-                   "the native CPU kernels where they apply); all agree bit for bit")
+def add_backend_arg(p, default: str | None = None) -> None:
+    """--backend: the fake-quant kernels the command runs under (:func:`lowbit.backend`, one scoped choice)."""
+    from lowbit.ops.backend import BACKENDS
+    p.add_argument("--backend", default=default, help=f"quantize kernels: {', '.join(BACKENDS)} (default "
+                   f"{default or 'LOWBIT_BACKEND, else auto'}: auto = the native CPU kernels where they apply); "
+                   "all agree bit for bit")
 
 
 def parse_model_kwargs(text: str | None) -> dict:

@@ -6,7 +6,7 @@ an instruction-count proxy, per layer and in total.
     report = model_cost(layers, plan)                        # EnergyModel.horowitz() by default
     print(report.table()); report.total["energy_pj"]; report.rows[0]["bitops"]
 
-Files: profile (LayerInfo, profile_layers), energy (EnergyModel: Horowitz ISSCC 2014, user files,
+Files: profile (profile_layers over lowbit.nn.walker's LayerInfo records), energy (EnergyModel: Horowitz ISSCC 2014, user files,
 the seed's relative model), model (LayerPlan, plans, model_cost, CostReport), table. The command
 ``lowbit cost``: :mod:`lowbit.cli.cost`.
 """

@@ -43,6 +43,7 @@ import re
 from dataclasses import dataclass
 
 from lowbit.formats.registry import get_format
+from lowbit.formats.spec import Format
 
 KINDS = ("horowitz", "relative")
 FLOAT_ACC = ("fp32", "fp16")
@@ -177,10 +178,10 @@ class EnergyModel:
         w, a = _operand(w_fmt), _operand(a_fmt)
         if self.kind == "relative":
             return _bits(w) * _bits(a) / 64, False
-        if w.kind == "int" and a.kind == "int":
+        if w.arithmetic == "int" and a.arithmetic == "int":
             return self.int_mult(w.bits, a.bits) + self.int_add(self.int_acc_bits), False
-        fw = a if w.kind != "float" else w
-        fa = w if a.kind != "float" else a
+        fw = a if w.arithmetic != "float" else w
+        fa = w if a.arithmetic != "float" else a
         mult, is_model = self.float_mult(fw, fa)
         add = self.fp32_add_pj if self.float_acc == "fp32" else self.fp16_add_pj
         return mult + add, is_model
@@ -208,14 +209,9 @@ def _operand(fmt):
     """The format a MAC operand is computed in: block -> element, codebook -> fp16, None -> fp32."""
     if fmt is None:
         return get_format("fp32")
-    if not isinstance(fmt, str) and not hasattr(fmt, "kind"):
+    if not isinstance(fmt, (str, Format)):
         fmt = fmt.format                        # a QuantSpec
-    fmt = get_format(fmt)
-    if fmt.kind == "block":
-        return fmt.element
-    if fmt.kind == "codebook":
-        return get_format("fp16")
-    return fmt
+    return get_format(fmt).mac_operand
 
 
 def _bits(fmt) -> int:

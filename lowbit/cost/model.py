@@ -8,7 +8,7 @@ the layer's input (what its matmul consumes).
 
 Per layer (``CostReport.rows``), per sample:
 
-    weight_bits      element bits + scale bits (lowbit.nn.footprint.weight_bits: fp32 per-tensor /
+    weight_bits      element bits + scale bits (lowbit.nn.packing.weight_storage: fp32 per-tensor /
                      channel / group scales, MX 8 bits per 32-element block, NVFP4 8 bits per 16
                      plus 32 per tensor, zero points of unsigned formats) + the fp32 bias
     compression      fp32_bytes / weight_bytes
@@ -35,12 +35,12 @@ import math
 from dataclasses import dataclass
 
 from lowbit.nn.defaults import resolve
-from lowbit.nn.footprint import weight_bits as _weight_bits
+from lowbit.nn.packing import weight_storage as _weight_bits
 from lowbit.nn.specs import slot
 from lowbit.ops import QuantSpec
 
 from .energy import EnergyModel
-from .profile import LayerInfo
+from .profile import LayerInfo  # lowbit.nn.walker's record
 
 SUMMED = ("macs", "params", "weight_bits", "weight_bytes", "fp32_bytes", "bitops", "act_bytes",
           "energy_mac_pj", "energy_wmem_pj", "energy_amem_pj", "energy_mem_pj", "energy_pj", "instructions")
@@ -81,10 +81,7 @@ def plan_from_assignment(assignment) -> dict:
 
 
 def _elem_bits(spec: QuantSpec | None) -> int:
-    if spec is None:
-        return 32
-    f = spec.format
-    return f.element.bits if f.kind == "block" else f.bits
+    return 32 if spec is None else spec.format.storage_bits
 
 
 def simd_lanes(bits: int) -> int:

@@ -13,64 +13,28 @@ several times in one forward (weight sharing) adds up over its calls. Weight lay
 forward never calls are listed with zero work, so that every weight layer of the model has a row.
 Functional matmuls (attention's Q @ K^T and P @ V) have no weights and are not listed.
 
-The returned list also carries ``other_params``: the parameters outside these layers (norms,
+The records are lowbit's one per-layer record (:class:`lowbit.nn.walker.LayerInfo`, from the one
+model walker :func:`lowbit.nn.walker.walk`) with the work filled in. The returned list also carries
+``other_params``: the parameters outside these layers (norms,
 positional embeddings, ...), which :func:`lowbit.cost.model_cost` counts at fp32.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-WEIGHT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
+from lowbit.nn.walker import WEIGHT_TYPES, LayerInfo, walk
 
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One weight layer: work per sample and shapes. ``type`` is the float layer's class name."""
-
-    name: str
-    type: str
-    macs: int
-    params: int
-    weight_shape: tuple | None
-    in_numel: int
-    out_numel: int
-    groups: int = 1
-    depthwise: bool = False
-
-    @property
-    def weight_numel(self) -> int:
-        return math.prod(self.weight_shape) if self.weight_shape else 0
-
-    @property
-    def bias_numel(self) -> int:
-        return self.params - self.weight_numel
-
-    @property
-    def is_conv(self) -> bool:
-        return self.type.startswith("Conv")
+__all__ = ["WEIGHT_TYPES", "LayerInfo", "LayerProfile", "profile_layers"]
 
 
 class LayerProfile(list):
     """A ``list[LayerInfo]`` with ``other_params``: parameters outside the listed layers."""
 
     other_params: int = 0
-
-
-def _float_type(m: nn.Module) -> str:
-    for t in WEIGHT_TYPES:
-        if isinstance(m, t):
-            return t.__name__
-    raise TypeError(type(m).__name__)
-
-
-def _weight_layers(model: nn.Module):
-    for name, m in model.named_modules():
-        if isinstance(m, WEIGHT_TYPES):
-            yield name, m
 
 
 def _macs(m: nn.Module, out: torch.Tensor) -> int:
@@ -94,15 +58,9 @@ def _dummy(model: nn.Module, input_shape, example_input):
     return torch.randn(shape, device=p.device if p is not None else "cpu")
 
 
-def profile_layers(model: nn.Module, input_shape=None, *, example_input: torch.Tensor | None = None
-                   ) -> LayerProfile:
-    """Weight layers of ``model`` in module order, with MACs and activation sizes per sample.
-
-    ``input_shape`` is the full input shape, batch first (e.g. ``(1, 1, 8, 8)``); or pass
-    ``example_input`` (e.g. integer token ids for an embedding model). See the module docstring.
-    """
-    layers = list(_weight_layers(model))
-    stats = {name: [0, 0, 0] for name, _ in layers}           # macs, in_numel, out_numel (whole batch)
+def _forward_stats(model, layers, input_shape, example_input):
+    """{name: [macs, in_numel, out_numel]} of the whole batch, and the batch size."""
+    stats = {li.name: [0, 0, 0] for li in layers}
 
     def hook(mod, args, out, name):
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
@@ -112,7 +70,7 @@ def profile_layers(model: nn.Module, input_shape=None, *, example_input: torch.T
             s[1] += x.numel() if x is not None else 0
             s[2] += out.numel()
 
-    handles = [m.register_forward_hook(lambda mod, a, o, n=name: hook(mod, a, o, n)) for name, m in layers]
+    handles = [li.module.register_forward_hook(lambda mod, a, o, n=li.name: hook(mod, a, o, n)) for li in layers]
     was_training = model.training
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -123,18 +81,24 @@ def profile_layers(model: nn.Module, input_shape=None, *, example_input: torch.T
         model.train(was_training)
         for h in handles:
             h.remove()
-    batch = int(x.shape[0]) if x.dim() > 0 else 1
+    return stats, (int(x.shape[0]) if x.dim() > 0 else 1)
+
+
+def profile_layers(model: nn.Module, input_shape=None, *, example_input: torch.Tensor | None = None
+                   ) -> LayerProfile:
+    """Weight layers of ``model`` in module order, with MACs and activation sizes per sample.
+
+    ``input_shape`` is the full input shape, batch first (e.g. ``(1, 1, 8, 8)``); or pass
+    ``example_input`` (e.g. integer token ids for an embedding model). See the module docstring.
+    """
+    layers = [li for li in walk(model) if li.is_weight]
+    stats, batch = _forward_stats(model, layers, input_shape, example_input)
     out = LayerProfile()
     counted = set()
-    for name, m in layers:
-        macs, i, o = (v // batch for v in stats[name])
-        w = m.weight
-        own = [p for p in m.parameters(recurse=False)]
-        counted |= {id(p) for p in own}
-        groups = getattr(m, "groups", 1)
-        depthwise = isinstance(m, (nn.Conv1d, nn.Conv2d)) and groups > 1 and groups == m.in_channels
-        out.append(LayerInfo(name, _float_type(m), int(macs), sum(p.numel() for p in own), tuple(w.shape),
-                             int(i), int(o), int(groups), bool(depthwise)))
+    for li in layers:
+        macs, i, o = (v // batch for v in stats[li.name])
+        counted |= {id(p) for p in li.module.parameters(recurse=False)}
+        out.append(dataclasses.replace(li, macs=int(macs), in_numel=int(i), out_numel=int(o)))
     quantizer_ids = {id(p) for m in model.modules() if type(m).__name__ in ("LSQQuantizer", "LearnableCodebook")
                      for p in m.parameters()}   # learned scales / codebooks: part of a layer's scale bits
     out.other_params = sum(p.numel() for p in model.parameters() if id(p) not in counted | quantizer_ids)

@@ -25,9 +25,11 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from lowbit.registry import Registry
+
 Gen = Optional[torch.Generator]
 Step = Callable[[torch.Tensor, Gen], torch.Tensor]
-_AUGMENTATIONS: dict[str, Callable[..., "Augmentation"]] = {}
+AUGMENTATIONS = Registry("augmentation")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights, as in torchvision's rgb_to_grayscale
 
 
@@ -123,27 +125,20 @@ class Augmentation:
 
 def register_augmentation(name: str):
     """Decorator: register ``builder(img_size, in_chans, **kw) -> Augmentation`` under ``name``."""
-    def deco(builder):
-        if name in _AUGMENTATIONS:
-            raise ValueError(f"augmentation {name!r} is already registered")
-        _AUGMENTATIONS[name] = builder
-        return builder
-    return deco
+    return AUGMENTATIONS.register(name)
 
 
 def list_augmentations() -> list[str]:
     """Sorted names of the augmentation presets."""
-    return sorted(_AUGMENTATIONS)
+    return AUGMENTATIONS.names()
 
 
 def get_augmentation(name: str, img_size: int, in_chans: int, **kw) -> Augmentation:
     """Build preset ``name`` for (in_chans, img_size, img_size) images (see the module doc)."""
-    if name not in _AUGMENTATIONS:
-        allowed = ", ".join(list_augmentations())
-        raise ValueError(f"unknown augmentation {name!r}; allowed: {allowed}")
+    builder = AUGMENTATIONS.get(name)
     if not all(isinstance(v, int) and v > 0 for v in (img_size, in_chans)):
         raise ValueError(f"img_size and in_chans must be positive ints, got {img_size!r}, {in_chans!r}")
-    return _AUGMENTATIONS[name](img_size, in_chans, **kw)
+    return builder(img_size, in_chans, **kw)
 
 
 def default_padding(img_size: int) -> int:

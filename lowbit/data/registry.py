@@ -10,27 +10,23 @@ from pathlib import Path
 from typing import Callable
 
 from lowbit.data.splits import DatasetSplits, TensorSplit
+from lowbit.registry import Registry
 
 __all__ = ["DatasetSplits", "TensorSplit", "register_dataset", "load_dataset", "list_datasets",
            "default_root", "resolve_root"]
 
 Loader = Callable[..., DatasetSplits]
-_DATASETS: dict[str, Loader] = {}
+DATASETS = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
     """Decorator: register ``fn(root, val_fraction, seed, **kw) -> DatasetSplits`` as ``name``."""
-    def deco(fn: Loader) -> Loader:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _DATASETS[name] = fn
-        return fn
-    return deco
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Sorted names of all registered datasets."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def default_root() -> Path:
@@ -52,8 +48,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, val_fraction:
     imagefolder without sub-folders, whose test split is ``test_fraction=0.2``: 70/10/20).
     Extra keywords go to the loader (``download=False``, ``label_type="coarse"``, ``img_size``...).
     """
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(list_datasets())}")
+    loader = DATASETS.get(name)
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    return _DATASETS[name](root, val_fraction, seed, **kw)
+    return loader(root, val_fraction, seed, **kw)

@@ -21,6 +21,7 @@ from lowbit.experiments.grid import flatten
 from lowbit.experiments.runner import is_finished, prepare
 from lowbit.experiments.schema import SweepConfig
 from lowbit.experiments.worker import build_run_model, load_run_data
+from lowbit.ops.backend import backend
 from lowbit.train import resolve_device
 
 
@@ -38,9 +39,10 @@ def run_sweep_ddp(cfg: SweepConfig) -> Path:
         if is_finished(run_dir):
             continue
         splits = load_run_data(spec)
-        model, _, footprint, _ = build_run_model(spec, splits)
-        t0 = time.time()
-        res = train_ddp(model, splits, spec.train)
+        with backend(spec.quant_backend):  # the run's fake-quant kernels, as in the local worker
+            model, _, footprint, _ = build_run_model(spec, splits)
+            t0 = time.time()
+            res = train_ddp(model, splits, spec.train)
         if rank == 0:
             device = "cuda" if cuda else "cpu"
             store.write_json(run_dir / store.RESULT_FILE, {

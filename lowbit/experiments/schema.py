@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from lowbit.ops.backend import BACKENDS as QUANT_BACKENDS  # declared once, in lowbit.ops
 from lowbit.train import AMP_MODES, DEVICES, OPTIMIZERS, TrainConfig
 
 GRID_KEYS = ("models", "activations", "datasets", "precisions", "softmax_precisions", "quantize",
@@ -35,7 +36,6 @@ try:  # every target lowbit.nn's recipe_for_precision understands
 except ImportError:
     ALL_TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
 SOFTMAX_SAME = "same"  # softmax in the run's own precision
-QUANT_BACKENDS = ("auto", "eager", "compiled", "native")
 RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.experiments.executors)
 
 
@@ -85,7 +85,7 @@ class SweepConfig:
     uses the run's precision. ``quantize``: the targets of the precision, ``[weights,
     activations]`` (one setting) or a list of such lists (a grid axis). ``patience``: early
     stopping on validation accuracy (``null`` = off). ``out_dir`` defaults to ``runs/<name>``.
-    ``quant_backend``: lowbit's fake-quant kernels (``LOWBIT_BACKEND`` of each run's process):
+    ``quant_backend``: lowbit's fake-quant kernels (``with lowbit.backend(...)`` around each run):
     ``auto`` runs the native CPU kernels where they apply and compiles for large tensors elsewhere
     (seconds of compilation per run process); ``eager``, ``compiled`` and ``native`` force one.
     Backends agree bit for bit, so it is not part of the run id. ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;

@@ -24,6 +24,7 @@ from lowbit.experiments.env import code_version, environment
 from lowbit.experiments.grid import RunSpec, flatten
 from lowbit.experiments.precision import apply_precision
 from lowbit.models import create_model
+from lowbit.ops.backend import backend
 from lowbit.train import TERMINAL, resolve_device, train
 
 
@@ -82,6 +83,7 @@ def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
             sweep_pid: int | None = None, redirect: bool = True, since: float | None = None) -> str:
     """Run one spec in ``run_dir``; write ``result.json``; return the final status.
 
+    The run's ``quant_backend`` holds for the whole run (``with lowbit.backend(...)``).
     ``sweep_pid``: when that process is gone at the end of an epoch, stop (SystemExit) without
     a result, as after a kill. ``redirect``: send this process's stdout/stderr to the run log.
     Returns :data:`CLAIMED` without touching the folder when another process holds the run's claim
@@ -97,20 +99,20 @@ def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
         if done is not None and (done.get("status") in TERMINAL or (
                 since is not None and float(done.get("finished") or 0) >= since)):
             return CLAIMED
-        return _execute(spec_dict, run_dir, threads, events, sweep_pid, redirect)
+        with backend(RunSpec.from_dict(spec_dict).quant_backend):
+            return _execute(spec_dict, run_dir, threads, events, sweep_pid, redirect)
     finally:
         claim.release()
 
 
 def _execute(spec_dict: dict, run_dir: Path, threads: int, events, sweep_pid, redirect) -> str:
-    """:func:`execute` once the run is claimed."""
+    """:func:`execute` once the run is claimed, inside the run's backend."""
     log = open(run_dir / "log.txt", "a", buffering=1)
     if redirect:  # warnings and prints of this run go to its log, not over the progress line
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
     torch.set_num_threads(threads)
     spec = RunSpec.from_dict(spec_dict)
-    os.environ["LOWBIT_BACKEND"] = spec.quant_backend  # this process runs this one run only
     send = events.put if events is not None else (lambda msg: None)
     t0 = time.time()
     print(f"[{time.strftime('%H:%M:%S')}] start {spec.run_id} {spec.label} threads={threads}",

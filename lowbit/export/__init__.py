@@ -9,7 +9,16 @@ The commands ``lowbit export c|onnx|packed``: :mod:`lowbit.cli.export`.
 """
 from __future__ import annotations
 
+from lowbit.registry import Registry
+
 from .c_export import export_c
 from .c_graph import UnsupportedLayerError
 
-__all__ = ["UnsupportedLayerError", "export_c"]
+# target -> its library module (imported on use: onnx needs the onnx package); the command of target T
+# is lowbit/cli/export_T.py
+EXPORTERS = Registry("export target", ordered=True)
+EXPORTERS.add("onnx", "lowbit.export.onnx")
+EXPORTERS.add("packed", "lowbit.export.packed")
+EXPORTERS.add("c", "lowbit.export.c_export")
+
+__all__ = ["EXPORTERS", "UnsupportedLayerError", "export_c"]

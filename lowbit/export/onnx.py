@@ -69,8 +69,7 @@ def check_format(fmt, where: str = "") -> str:
         if f.name == "fp4_e2m1":
             why = "ONNX has FLOAT4E2M1 (opset 23) but onnxruntime (CPU) has no Quantize/DequantizeLinear kernel for it"
         else:
-            why = {"block": "block-scaled (MX / NVFP4) formats have no ONNX QDQ form onnxruntime runs",
-                   "codebook": "codebooks have no ONNX type"}.get(f.kind, "ONNX has no such element type")
+            why = f"ONNX has no QDQ element type onnxruntime runs for this {f.label} format"
         raise ValueError(f"format {f.name!r} cannot be exported to ONNX{' (' + where + ')' if where else ''}: {why}; "
                          f"allowed: {ALLOWED}")
     return ONNX_TYPES[f.name][0]
@@ -97,16 +96,17 @@ def freeze_activation_scales(model: nn.Module, calib_x: torch.Tensor, batch_size
     quantized layers) are :class:`lowbit.ptq.CalibratedQuantizer` with the scale lowbit would compute
     from the amax over all of ``calib_x`` (see the module docstring)."""
     from lowbit.nn.modules import QuantLayer
+    from lowbit.nn.walker import walk
     from lowbit.ops.scaling import element_scale
     from lowbit.ptq import CalibratedQuantizer
     model = copy.deepcopy(model).eval()
-    slots = [(m, s) for m in model.modules() if isinstance(m, QuantLayer)
-             for s in ("input_quantizer", "output_quantizer") if _is_dynamic(getattr(m, s, None))]
+    slots = [(li.module, s) for li in walk(model) if isinstance(li.module, QuantLayer)
+             for s in ("input_quantizer", "output_quantizer") if _is_dynamic(getattr(li.module, s, None))]
     if not slots:
         return model
     for m, s in slots:
         spec = getattr(m, s).spec
-        if spec.scaling != "tensor" and not (spec.scaling == "none" and spec.format.kind == "float"):
+        if spec.scaling != "tensor" and not (spec.scaling == "none" and spec.format.direct_cast_ok):
             raise ValueError(f"activation {spec.format.name}/{spec.scaling} cannot be exported to ONNX; allowed: "
                              f"per-tensor scaling ('tensor'), or a direct fp8 cast ('none')")
     amax = {id(m) * 2 + (s == "output_quantizer"): torch.tensor(0.0) for m, s in slots}
@@ -182,8 +182,7 @@ def _zero_point(b: _Builder, fmt, zp=None, shape=()):
         codes = torch.as_tensor(zp).reshape(-1).round().to(torch.int64)
         if not torch.equal(codes.double(), torch.as_tensor(zp).reshape(-1).double()):
             raise ValueError("a non-integer zero point cannot be exported to ONNX")
-    if fmt.kind == "int":
-        codes = codes & (fmt.n_codes - 1)  # two's complement pattern for signed formats
+    codes = codes & (fmt.n_codes - 1)  # two's complement pattern for signed formats (0 stays 0)
     data = lowbit.pack(codes.to(torch.int32), fmt.bits).numpy().tobytes()
     return b.raw("zp", tname, list(shape), data)
 
@@ -214,7 +213,7 @@ def _weight(b: _Builder, w: torch.Tensor, q, layer: str, info: OnnxInfo):
     if spec.scaling not in ("tensor", "channel", "none") or (spec.scaling == "channel" and spec.axis % w.dim() != 0):
         raise ValueError(f"layer {layer!r}: weight scaling {spec.scaling!r} (axis {spec.axis}) cannot be exported to "
                          f"ONNX; allowed: 'tensor', 'channel' on axis 0, or 'none'")
-    if spec.scaling == "none" and spec.format.kind == "int":
+    if spec.scaling == "none" and not spec.format.direct_cast_ok:
         raise ValueError(f"layer {layer!r}: unscaled integer weights are not exported; allowed: 'tensor' or 'channel'")
     if spec.rounding == "stochastic":
         raise ValueError(f"layer {layer!r}: stochastic rounding cannot be exported; allowed: nearest, zero")
@@ -247,7 +246,7 @@ def _act(b: _Builder, x: str, q, where: str, info: OnnxInfo):
                          f"(freeze_activation_scales / pass calibration data)")
     fixed = q.fixed_scale()
     if fixed is None:
-        if not (spec.scaling == "none" and spec.format.kind == "float"):
+        if not (spec.scaling == "none" and spec.format.direct_cast_ok):
             raise ValueError(f"{where}: activation {spec.format.name}/{spec.scaling} cannot be exported; allowed: a "
                              f"per-tensor scale")
         scale, zp = np.array(1.0, dtype=np.float32), None
@@ -414,13 +413,21 @@ def _call(b: _Builder, n, env):
     raise ValueError(f"operation {name!r} cannot be exported to ONNX; allowed: {', '.join(SUPPORTED)}")
 
 
-def export_onnx(model: nn.Module, path, example: torch.Tensor, *, calib_x: torch.Tensor | None = None) -> OnnxInfo:
+def export_onnx(model: nn.Module, path, example: torch.Tensor, *, calib_x: torch.Tensor | None = None,
+                backend: str | None = None) -> OnnxInfo:
     """Write ``model`` (a quantized model, eval mode) to ``path`` as an ONNX QDQ graph (opset 21).
 
     ``example``: one input batch (sets the input shape; the batch dimension is dynamic). Dynamic
     activation quantizers need ``calib_x`` (see :func:`freeze_activation_scales`). Returns an
-    :class:`OnnxInfo` whose ``model`` is the PyTorch model the graph matches.
+    :class:`OnnxInfo` whose ``model`` is the PyTorch model the graph matches. ``backend``: the
+    fake-quant kernels of the calibration and tracing passes (None: the current ``lowbit.backend``).
     """
+    from lowbit.ops.backend import backend as use_backend
+    with use_backend(backend):
+        return _export_onnx(model, path, example, calib_x)
+
+
+def _export_onnx(model, path, example, calib_x) -> OnnxInfo:
     import onnx
     model = model.eval()
     dyn = [n for n, m in model.named_modules() if _is_dynamic(m) and n.rsplit(".", 1)[-1] in

@@ -41,8 +41,12 @@ import torch
 from torch import nn
 
 import lowbit
+from lowbit.nn.packing import encode_weight, pack_weights, quantizer_parameter_ids
 from lowbit.ops import QuantSpec
 from lowbit.ops.encode import Encoded, decode
+
+__all__ = ["PackedInfo", "build_source_model", "cli_packed", "cost_bytes", "encode_weight", "load_packed", "packed_info", "read_header", "read_metadata",
+           "save_packed"]
 
 FORMAT_TAG = "lowbit.packed"
 VERSION = 1
@@ -66,11 +70,6 @@ class PackedInfo:
         return dict(self.__dict__)
 
 
-def _elem_bits(spec) -> int:
-    f = spec.format
-    return f.element.bits if f.kind == "block" else f.bits
-
-
 def _model_of(obj) -> nn.Module:
     if isinstance(obj, nn.Module):
         return obj
@@ -80,14 +79,14 @@ def _model_of(obj) -> nn.Module:
     raise TypeError(f"save_packed expects an nn.Module or a lowbit.nn.Assignment, got {type(obj).__name__}")
 
 
-def _quantized_weights(model: nn.Module):
-    """[(param name, module, quantizer)] of every quantized weight (module order)."""
+def _check_packable(model: nn.Module):
+    """Every weight quantizer must be a fixed one with reproducible rounding."""
     from lowbit.nn.modules import QuantLayer
-    out = []
-    for name, m in model.named_modules():
-        if not isinstance(m, QuantLayer) or m.weight_quantizer is None:
+    from lowbit.nn.walker import walk
+    for li in walk(model):
+        name, q = li.name, getattr(li.module, "weight_quantizer", None)
+        if not isinstance(li.module, QuantLayer) or q is None:
             continue
-        q = m.weight_quantizer
         kind = type(q).__name__
         if kind not in ("WeightQuantizer", "FakeQuantizer", "CalibratedQuantizer"):
             raise ValueError(f"layer {name!r}: weight quantizer {kind} cannot be packed; allowed: WeightQuantizer "
@@ -95,27 +94,10 @@ def _quantized_weights(model: nn.Module):
         if q.spec.rounding == "stochastic":
             raise ValueError(f"layer {name!r}: stochastic rounding cannot be packed reproducibly; allowed: "
                              f"rounding 'nearest' or 'zero'")
-        out.append((f"{name}.weight" if name else "weight", m, q))
-    return out
 
 
-def encode_weight(w: torch.Tensor, q) -> Encoded:
-    """The :class:`Encoded` of weight ``w`` under quantizer ``q`` (fixed calibrated scale honoured)."""
-    spec = q.spec
-    fixed = q.fixed_scale() if hasattr(q, "fixed_scale") else None
-    if fixed is None:
-        return lowbit.encode(w.detach().float(), spec)
-    from lowbit.ptq.packed import weight_codes
-    codes, _ = weight_codes(w, spec, fixed, getattr(q, "backend", "eager"))
-    return Encoded(codes, fixed, spec, tuple(w.shape))
-
-
-def _scale_tensors(scale):
-    if scale is None:
-        return "none", []
-    if isinstance(scale, tuple):
-        return "pair", [scale[0], scale[1]]
-    return "tensor", [scale]
+def _scale_kind(scale) -> str:
+    return "none" if scale is None else "pair" if isinstance(scale, tuple) else "tensor"
 
 
 def _tensor(t: torch.Tensor) -> torch.Tensor:
@@ -130,26 +112,22 @@ def save_packed(model_or_assignment, path) -> PackedInfo:
     from safetensors.torch import save_file
 
     model = _model_of(model_or_assignment)
-    qweights = _quantized_weights(model)
+    _check_packable(model)
+    packed = pack_weights(model)          # the one packer; sizes checked against the one size formula
     tensors, entries, rows = {}, {}, []
     skip = set()
-    for pname, m, q in qweights:
-        enc = encode_weight(m.weight, q)
-        bits = _elem_bits(q.spec)
-        data = lowbit.pack(enc.codes.reshape(-1), bits)
-        kind, scales = _scale_tensors(enc.scale)
-        tensors[pname] = _tensor(data)
-        for i, s in enumerate(scales):
-            tensors[f"{pname}{SEP}scale{i}"] = _tensor(torch.as_tensor(s))
-        entries[pname] = {"spec": q.spec.to_dict(), "shape": list(enc.shape), "bits": bits,
-                          "count": int(enc.codes.numel()), "scale": kind,
+    for pw in packed:
+        pname, m, q, enc = (f"{pw.name}.weight" if pw.name else "weight"), pw.module, pw.quantizer, pw.encoded
+        tensors[pname] = _tensor(pw.data)
+        for i, s in enumerate(pw.scales):
+            tensors[f"{pname}{SEP}scale{i}"] = _tensor(s)
+        entries[pname] = {"spec": q.spec.to_dict(), "shape": list(enc.shape), "bits": q.spec.format.storage_bits,
+                          "count": int(enc.codes.numel()), "scale": _scale_kind(enc.scale),
                           "fixed_scale": bool(hasattr(q, "fixed_scale") and q.fixed_scale() is not None)}
         skip.add(id(m.weight))
         skip |= {id(b) for b in q.buffers()}
-        rows.append({"name": pname, "format": q.spec.format.name, "scaling": q.spec.scaling, "numel": m.weight.numel(),
-                     "packed_bytes": data.numel(), "scale_bytes": sum(s.numel() * s.element_size() for s in scales)})
-    qparam_ids = {id(p) for mod in model.modules() if type(mod).__name__ in ("LSQQuantizer", "LearnableCodebook")
-                  for p in mod.parameters()}
+        rows.append({**pw.row(), "name": pname})
+    qparam_ids = quantizer_parameter_ids(model)
     if qparam_ids:
         raise ValueError("learnable quantizers (LSQ, codebooks) cannot be packed yet; allowed: fixed weight "
                          "quantizers (quantize_model's WeightQuantizer or lowbit.ptq's CalibratedQuantizer)")

@@ -17,57 +17,8 @@ import torch
 from .tables import code_values
 
 
-
 def code_dtype(fmt) -> torch.dtype:
     return torch.uint8 if fmt.bits <= 8 else torch.int32
-
-
-def float_codes(v: torch.Tensor, fmt) -> torch.Tensor:
-    """Codes of fp32 values ``v`` that are already representable in the minifloat ``fmt``."""
-    E, M = fmt.exp_bits, fmt.man_bits
-    b = v.contiguous().view(torch.int32)
-    sign = (b < 0).to(torch.int32)
-    a = b & 0x7FFFFFFF
-    eb = torch.bitwise_right_shift(a, 23)
-    mant = a & 0x7FFFFF
-    E32 = eb - 127
-    if fmt.emin < -126:  # normals below 2^-126 are fp32 subnormals: read exponent and mantissa normalised
-        sub = eb == 0
-        an = (v.abs() * 2.0 ** 64).view(torch.int32)
-        E32 = torch.where(sub, torch.bitwise_right_shift(an, 23) - 127 - 64, E32)
-        mant = torch.where(sub, an & 0x7FFFFF, mant)
-    normal = E32 >= fmt.emin
-    e_field = torch.where(normal, E32 + fmt.bias, 0)
-    m_field = torch.where(normal, torch.bitwise_right_shift(mant, 23 - M), 0)
-    if fmt.subnormals:  # |v| = m * 2^(emin - M) exactly
-        sub = torch.round(v.abs().double() * 2.0 ** (M - fmt.emin)).to(torch.int32)
-        m_field = torch.where(normal, m_field, sub)
-    code = (sign << (E + M)) | (e_field << M) | m_field
-    top = 2 ** E - 1
-    if fmt.specials == "ieee":
-        code = torch.where(a == 0x7F800000, (sign << (E + M)) | (top << M), code)
-        nan_code = (top << M) | (1 << (M - 1)) if M > 0 else (top << M)
-    elif fmt.specials == "fn":
-        nan_code = (top << M) | (2 ** M - 1)
-    elif fmt.specials == "fnuz":
-        nan_code = 1 << (E + M)
-        code = torch.where(a == 0, 0, code)  # no negative zero
-    else:
-        nan_code = None
-    isnan = torch.isnan(v)
-    if nan_code is None:
-        if bool(isnan.any()):
-            raise ValueError(f"format {fmt.name!r} has no NaN code; the input holds NaN")
-    else:
-        code = torch.where(isnan, nan_code, code)
-    return code.to(code_dtype(fmt))
-
-
-def int_codes(v: torch.Tensor, fmt) -> torch.Tensor:
-    if bool(torch.isnan(v).any()):  # round(NaN) -> int64 is undefined: it would give some code silently
-        raise ValueError(f"format {fmt.name!r} has no NaN code; the input holds NaN")
-    q = torch.round(v.double() / fmt.step).to(torch.int64)
-    return (q & (fmt.n_codes - 1)).to(code_dtype(fmt))
 
 
 def decode_element(codes: torch.Tensor, fmt) -> torch.Tensor:
@@ -120,26 +71,9 @@ def unpack(data: torch.Tensor, bits: int, count: int) -> torch.Tensor:
 
 def encode_direct(x: torch.Tensor, fmt, rounding: str = "nearest", saturate: bool = True) -> torch.Tensor:
     """Round ``x`` to ``fmt`` without scaling (a direct cast) and return the codes."""
-    from .cast import codebook_cast, e8m0_cast, float_cast, int_cast
-
-    xf = x.detach().float().contiguous()
-    if fmt.kind == "float":
-        if fmt.man_bits >= 23:
-            return xf.view(torch.int32).clone()
-        return float_codes(float_cast(xf, fmt, rounding, saturate, _noise(xf, rounding)), fmt)
-    if fmt.kind == "int":
-        return int_codes(int_cast(xf, fmt, rounding, True, _noise(xf, rounding)), fmt)
-    if fmt.kind == "codebook":
-        if bool(torch.isnan(xf).any()):
-            raise ValueError(f"codebook {fmt.name!r} has no NaN code; the input holds NaN")
-        vals = torch.tensor(fmt.points, dtype=torch.float32, device=xf.device)
-        return codebook_cast(xf, vals, rounding, _noise(xf, rounding))[1].to(code_dtype(fmt))
-    if fmt.kind == "scale":
-        q = e8m0_cast(xf)
-        e = torch.bitwise_right_shift(q.view(torch.int32), 23)
-        return torch.where(torch.isnan(q), 255, torch.where(e == 0, 0, e)).to(torch.uint8)
-    raise ValueError(f"format {fmt.name!r} is block-scaled: use lowbit.encode(x, {fmt.name!r})")
+    return fmt.codes(x.detach().float().contiguous(), rounding, saturate)
 
 
-def _noise(x, rounding):
+def noise_for(x, rounding):
+    """Uniform [0, 1) noise for stochastic rounding, else None."""
     return torch.rand(x.shape, device=x.device) if rounding == "stochastic" else None

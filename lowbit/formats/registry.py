@@ -15,14 +15,17 @@ Grammar accepted by :func:`get_format` (case-insensitive):
   resolves to that format: ``e2m1`` is ``fp4_e2m1``, ``e4m3fn`` is ``fp8_e4m3``;
 * ``intN`` / ``uintN`` with an optional ``_narrow`` (symmetric range);
 * ``codebook:v1,v2,...`` (an explicit value set).
+
+The generic spellings are parsed by the format families themselves (each family's ``parse``, joined
+with ``@register_family``, see :mod:`lowbit.formats.base`), so a new family adds its own grammar.
 """
 from __future__ import annotations
 
-import re
+from lowbit.registry import Registry
 
-from .spec import BlockFormat, CodebookFormat, E8M0Format, FloatFormat, IntFormat
+from .spec import BlockFormat, CodebookFormat, E8M0Format, FloatFormat, Format, IntFormat, families
 
-_REGISTRY: dict[str, object] = {}
+FORMATS = Registry("format", ordered=True, allowed=lambda: allowed_names())
 SHORTHANDS = {"fp8": "fp8_e4m3", "fp6": "fp6_e3m2", "fp4": "fp4_e2m1", "fp3": "e2m0", "fp2": "e1m0"}
 
 # NF4 (Dettmers et al., QLoRA 2023, appendix E): the 16 quantiles of N(0, 1) normalised to [-1, 1].
@@ -34,11 +37,7 @@ NF4_VALUES = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.394917488098144
 
 def register_format(fmt, name: str | None = None):
     """Register ``fmt`` under ``name`` (default ``fmt.name``); returns the format."""
-    key = (name or fmt.name).lower()
-    if key in _REGISTRY:
-        raise ValueError(f"format name {key!r} is already registered")
-    _REGISTRY[key] = fmt
-    return fmt
+    return FORMATS.add((name or fmt.name).lower(), fmt)
 
 
 def _named(fmt, name):
@@ -69,67 +68,36 @@ def _register_builtins():
 
 _register_builtins()
 
-_EXMY = re.compile(r"^e(\d+)m(\d+)(ieee|fnuz|fn|finite)?(?:_b(-?\d+))?(_ftz)?$")
-_INT = re.compile(r"^(u?)int(\d+)(_narrow)?$")
-
-
-def _same_float(a: FloatFormat, b) -> bool:
-    return isinstance(b, FloatFormat) and a == b
-
-
-def _parse_exmy(key: str, original: str):
-    m = _EXMY.match(key)
-    E, M = int(m.group(1)), int(m.group(2))
-    if not 1 <= E <= 8 or not 0 <= M <= 10:
-        raise ValueError(f"format {original!r}: eXmY needs 1 <= X <= 8 and 0 <= Y <= 10 (got X={E}, Y={M})")
-    specials = m.group(3) or ("ieee" if E == 8 else "finite")
-    bias = int(m.group(4)) if m.group(4) is not None else None
-    fmt = FloatFormat(E, M, bias=bias, specials=specials, subnormals=m.group(5) is None)
-    for known in _REGISTRY.values():  # one spelling per format: a named format keeps its name
-        if _same_float(fmt, known):
-            return known
-    return fmt
-
 
 def get_format(name):
     """Resolve a format name (or pass a format object through). Raises ValueError for unknown names."""
     if not isinstance(name, str):
-        if hasattr(name, "kind") and hasattr(name, "name"):
+        if isinstance(name, Format):
             return name
         raise ValueError(f"format {name!r} is not a format name; allowed: {', '.join(list_formats())}")
     original = name
     key = name.strip().lower()
     key = SHORTHANDS.get(key, key)
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    if _EXMY.match(key):
-        return _parse_exmy(key, original)
-    mi = _INT.match(key)
-    if mi:
-        signed, bits = mi.group(1) == "", int(mi.group(2))
-        if not (2 if signed else 1) <= bits <= 16:
-            raise ValueError(f"format {original!r}: integer formats are int2..int16 and uint1..uint16")
-        return IntFormat(bits, signed=signed, narrow=mi.group(3) is not None)
-    if key.startswith("codebook:"):
-        try:
-            vals = [float(v) for v in key[len("codebook:"):].split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"format {original!r}: codebook values must be numbers, "
-                             f"e.g. codebook:-1,0,1,4") from None
-        return CodebookFormat(tuple(vals))
+    if key in FORMATS:
+        return FORMATS.get(key)
+    registered = [f for _, f in FORMATS.items()]
+    for family in families():
+        fmt = family.parse(key, original, registered)
+        if fmt is not None:
+            return fmt
     raise ValueError(f"unknown format {original!r}; allowed: {allowed_names()}")
 
 
 def allowed_names() -> str:
     """One line naming every accepted spelling, for error messages."""
-    named = [k for k, f in _REGISTRY.items() if f.kind != "int"]
-    return (", ".join(named) + ", int2..int16, uint1..uint16, shorthands " + ", ".join(SHORTHANDS)
-            + ", eXmY[ieee|fn|fnuz|finite][_bBIAS][_ftz], intN_narrow, codebook:v1,v2,...")
+    named = [k for k, f in FORMATS.items() if not f.names_by_grammar]
+    grammars = [f.grammar for f in families() if f.grammar]
+    return ", ".join(named + grammars + ["shorthands " + ", ".join(SHORTHANDS)])
 
 
 def list_formats(kind: str | None = None) -> list[str]:
     """Canonical names of the registered formats, optionally only those of one ``kind``."""
-    return [k for k, f in _REGISTRY.items() if kind is None or f.kind == kind]
+    return [k for k, f in FORMATS.items() if kind is None or f.kind == kind]
 
 
 def codebook(values, name: str = "", scaling: str = "none") -> CodebookFormat:

@@ -10,7 +10,9 @@ from typing import Callable
 
 from torch import nn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+from lowbit.registry import Registry
+
+MODELS = Registry("model")
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -19,16 +21,12 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     Raises ValueError if the name is already taken, so two files cannot
     silently shadow each other.
     """
-    name = fn.__name__
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is already registered")
-    _MODELS[name] = fn
-    return fn
+    return MODELS.add(fn.__name__, fn)
 
 
 def list_models() -> list[str]:
     """Sorted names of all registered models."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def create_model(
@@ -53,8 +51,6 @@ def create_model(
     Raises:
         ValueError: ``name`` is not registered.
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(list_models())}")
-    return _MODELS[name](
+    return MODELS.get(name)(
         num_classes=num_classes, in_chans=in_chans, img_size=img_size, act=act, **kwargs
     )

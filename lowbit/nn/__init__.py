@@ -14,7 +14,7 @@ modules (QLinear...), quantizers (fixed), learnable (LSQ, codebooks), softmax, f
 from .assignment import Assignment, LayerRow
 from .defaults import default_scaling, resolve
 from .footprint import Footprint, footprint
-from .layers import discover
+from .walker import discover
 from .learnable import LearnableCodebook, LSQQuantizer
 from .modules import QConv1d, QConv2d, QEmbedding, QLinear, QuantLayer
 from .presets import TARGETS, make_recipe, recipe_for_precision

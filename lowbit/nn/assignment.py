@@ -16,6 +16,7 @@ from .hooks import detach
 from .learnable import LearnableCodebook, LSQQuantizer
 from .quantizers import describe
 from .specs import SLOTS
+from .walker import LayerInfo
 
 COLUMNS = ("name", "type", "weight_shape", "params") + SLOTS
 
@@ -34,13 +35,33 @@ def _name(spec) -> str | None:
 
 @dataclass
 class LayerRow:
-    name: str
-    type: str
-    kind: str
-    weight_shape: tuple | None
-    params: int
+    """A layer's record (:class:`lowbit.nn.walker.LayerInfo`, as walked before surgery) plus what the
+    recipe resolved for it: the QuantSpec of each slot and the learnable quantizers."""
+
+    layer: LayerInfo
     specs: dict = field(default_factory=dict)   # slot -> QuantSpec | {part: QuantSpec | None} | None
     learn: dict = field(default_factory=dict)   # slot -> 'lsq' | 'codebook'
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def type(self) -> str:
+        """The class name of the module the recipe was applied to (before surgery)."""
+        return type(self.layer.module).__name__
+
+    @property
+    def kind(self) -> str:
+        return self.layer.kind
+
+    @property
+    def weight_shape(self) -> tuple | None:
+        return self.layer.weight_shape if self.kind == "weight" else None
+
+    @property
+    def params(self) -> int:
+        return self.layer.params
 
     def format(self, slot: str) -> str | None:
         return _name(self.specs.get(slot))

@@ -34,14 +34,8 @@ ROLES = ("weight", "act", "grad")
 
 
 def default_scaling(fmt, role: str) -> str:
-    """Default ``scaling`` for a format in a role (see the module table)."""
-    if fmt.kind == "block":
-        return "block"
-    if fmt.kind == "float" and fmt.bits >= 16:
-        return "none"
-    if fmt.kind == "int" and role == "weight":
-        return "channel"
-    return "tensor"
+    """Default ``scaling`` for a format in a role (see the module table; each family's ``role_scaling``)."""
+    return fmt.role_scaling(role)
 
 
 def follows_rank(s: SlotSpec | None) -> bool:
@@ -59,7 +53,7 @@ def resolve(s: SlotSpec | None, role: str, axis_hint: int = -1) -> QuantSpec | N
         return None
     if role not in ROLES:
         raise ValueError(f"role={role!r} is not allowed; allowed: {', '.join(ROLES)}")
-    fmt = s.format_obj
+    fmt = s.format
     fields = dict(s.fields)
     scaling = fields.setdefault("scaling", default_scaling(fmt, role))
     if "axis" not in fields:

@@ -1,13 +1,14 @@
 """Memory footprint of a quantized model: weight storage and an activation-memory estimate.
 
-Weight storage per quantized weight (n elements, element format of b bits):
+Weight storage per quantized weight (n elements, element format of b bits), computed by the one size
+formula :func:`lowbit.nn.packing.weight_storage` that cost, PTQ and the packed checkpoint share:
 
     n * b                                      the elements (codebooks: ceil(log2 K) bits)
     + 32                                       per-tensor fp32 scale   (scaling 'tensor')
     + 32 * channels                            per-channel scales       ('channel')
     + 32 * groups                              per-group scales         ('group')
     + 8 * blocks                               MX: one E8M0 per 32 elements (0.25 bit/element)
-    + 8 * blocks + 32                          NVFP4: one E4M3 per 16 elements + one fp32 per tensor
+    + 8 * blocks + 32                          NVFP4 (E4M3 blocks): one E4M3 per 16 elements + one fp32 per tensor
     + 32 per scale again for unsigned ints     the (fp32) zero point of asymmetric formats
     + 32 * K                                   a learnable codebook's value table
     direct casts (scaling 'none') store no scale; LSQ stores its learned scale like a fixed one.
@@ -26,7 +27,6 @@ autograd's saved tensors.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -35,35 +35,14 @@ from torch import nn
 from .hooks import HookQuantizers
 from .learnable import LearnableCodebook, LSQQuantizer
 from .modules import QuantLayer
+from .packing import weight_storage
 from .quantizers import FakeQuantizer, GradQuantizer
 
 
-def _scale_count(shape, spec) -> int:
-    """Number of scale values of a tensor of ``shape`` quantized per ``spec``."""
-    if spec.scaling == "none":
-        return 0
-    if spec.scaling == "tensor":
-        return 1
-    axis = spec.axis % len(shape)
-    n = math.prod(shape)
-    if spec.scaling == "channel":
-        return shape[axis]
-    return math.ceil(shape[axis] / spec.chunk) * (n // shape[axis])
-
-
 def weight_bits(shape, spec, learn: str | None = None) -> tuple[int, int]:
-    """(element bits, scale/metadata bits) of one weight tensor (module docstring)."""
-    n, fmt = math.prod(shape), spec.format
-    if learn == "codebook":
-        k = len(fmt.element.values() if fmt.kind == "block" else fmt.values())
-        scale_bits = 32 * k + (32 if spec.scaling != "none" else 0)
-        return n * max(1, math.ceil(math.log2(k))), scale_bits
-    if fmt.kind == "block":
-        blocks = _scale_count(shape, spec)
-        return n * fmt.element.bits, 8 * blocks + (32 if fmt.tensor_scale else 0)
-    scales = _scale_count(shape, spec)
-    per_scale = 64 if (fmt.kind == "int" and not fmt.signed) else 32
-    return n * fmt.bits, per_scale * scales
+    """(element bits, scale/metadata bits) of one weight tensor (module docstring): the one size
+    computation, :func:`lowbit.nn.packing.weight_storage`."""
+    return weight_storage(shape, spec, learn)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from lowbit.ops import quantize
 
-from .layers import ACT_NAMES
+from .walker import ACT_NAMES
 from .softmax import quantized_softmax
 
 

@@ -42,11 +42,7 @@ INITS = ("lsq", "amax")
 
 def _range(fmt) -> tuple[float, float]:
     """The values a format spans in scaled units (zero point 0 for unsigned ints)."""
-    if fmt.kind == "codebook":
-        return fmt.points[0], fmt.points[-1]
-    if fmt.kind == "int":
-        return (fmt.min if fmt.signed else 0.0), fmt.max
-    return -fmt.max, fmt.max
+    return fmt.value_range
 
 
 def _sum_to(t: torch.Tensor, shape) -> torch.Tensor:
@@ -57,7 +53,7 @@ class _LSQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, s, spec, lo, hi):
         xf, sf = x.float(), s.float()
-        scale = (sf, torch.zeros_like(sf)) if (spec.format.kind == "int" and not spec.format.signed) else sf
+        scale = (sf, torch.zeros_like(sf)) if spec.format.asymmetric else sf
         q = quantize(xf, spec, scale=scale)
         ctx.save_for_backward(xf, sf, q)
         ctx.lo, ctx.hi, ctx.s_shape = lo, hi, s.shape
@@ -89,7 +85,7 @@ class LSQQuantizer(nn.Module):
 
     def __init__(self, spec: QuantSpec, scale_shape=(), init: str = "lsq"):
         super().__init__()
-        if spec.scaling not in ("tensor", "channel") or spec.format.kind not in ("int", "float", "codebook"):
+        if spec.scaling not in ("tensor", "channel") or spec.scaling not in spec.format.scalings:
             raise ValueError(f"LSQ needs scaling 'tensor' or 'channel' and an int, float or codebook format "
                              f"(got scaling={spec.scaling!r}, format {spec.format.name!r}); allowed: "
                              f"tensor, channel scaling; block formats have their own scales")
@@ -146,8 +142,8 @@ def codebook_values(source) -> np.ndarray:
         vals = np.asarray(source, dtype=np.float64)
     else:
         fmt = get_format(source)
-        fmt = fmt.element if fmt.kind == "block" else fmt
-        if fmt.kind not in ("float", "int", "codebook") or fmt.bits > 8:
+        fmt = fmt.element
+        if not fmt.holds_tensors or fmt.bits > 8:
             raise ValueError(f"format {fmt.name!r} cannot seed a codebook; allowed: float, int or codebook "
                              f"formats of at most 8 bits")
         vals = np.asarray(table_values(fmt), dtype=np.float64)

@@ -15,6 +15,7 @@ minifloat/codebook weights, dynamic per-tensor activations, MX/NVFP4 blocks alon
 """
 from __future__ import annotations
 
+from lowbit.formats.base import Format
 from lowbit.formats.registry import get_format
 
 from .recipe import Recipe, Rule
@@ -25,7 +26,7 @@ TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
 
 def _entry(value, spec_kwargs):
     """A target entry -> SlotSpec; ``spec_kwargs`` are added to entries given as names."""
-    if isinstance(value, str) and spec_kwargs:
+    if isinstance(value, (str, Format)) and spec_kwargs:
         value = {"format": value, **spec_kwargs}
     elif isinstance(value, dict) and spec_kwargs:
         value = {**spec_kwargs, **value}
@@ -72,9 +73,10 @@ def recipe_for_precision(precision: str, targets=("weights", "activations"), sof
     for t in targets:
         if t not in TARGETS:
             raise ValueError(f"unknown target {t!r}; allowed: {', '.join(TARGETS)}")
-    fmt = get_format(precision)
-    args = {t: (None if fmt.name == "fp32" else precision) for t in targets}
+    fmt = get_format(precision)                                  # parsed once: the objects travel on
+    args = {t: (None if fmt.name == "fp32" else fmt) for t in targets}
     if softmax is not None:
+        softmax = get_format(softmax)
         args["softmax"] = softmax
-    label = f"{fmt.name}:{'+'.join(targets)}" + (f"+softmax={get_format(softmax).name}" if softmax else "")
+    label = f"{fmt.name}:{'+'.join(targets)}" + (f"+softmax={softmax.name}" if softmax else "")
     return make_recipe(**args, keep_first_last=keep_first_last, name=kw.pop("name", label), **kw)

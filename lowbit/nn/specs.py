@@ -11,7 +11,6 @@ dicts (``to_dict`` / ``from_value``), so recipes serialise to YAML/JSON and hash
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 from lowbit.formats.registry import get_format
@@ -26,57 +25,66 @@ def _fail(msg: str):
     raise ValueError(msg)
 
 
-def _format_name(fmt) -> tuple[str, dict]:
-    """A format's registry name plus any field needed to rebuild it (a block-size override)."""
+def _canonical(fmt) -> tuple[object, dict]:
+    """The format a recipe names (its name parses back to it) plus any field needed to rebuild ``fmt``
+    (a block-size override)."""
     name = fmt.name
     try:
-        if get_format(name) == fmt:
-            return name, {}
+        named = get_format(name)
+        if named == fmt:
+            return named, {}
     except ValueError:
         pass
-    m = re.match(r"^(.*)_b(\d+)$", name)
-    if fmt.kind == "block" and m and get_format(m.group(1)).element == fmt.element:
-        return m.group(1), {"block_size": int(m.group(2))}
+    base, fields = fmt.recipe_entry()
+    if fields:
+        return get_format(base), fields
     _fail(f"format {name!r} cannot be named in a recipe; allowed: a registered or parseable "
           f"format name (see lowbit.list_formats())")
 
 
 @dataclass(frozen=True)
 class SlotSpec:
-    """One quantized tensor: ``format`` (canonical name) and the explicit QuantSpec ``fields``.
+    """One quantized tensor: ``format`` (a format object, parsed once here; it serialises to its
+    canonical name) and the explicit QuantSpec ``fields``.
 
     ``fields`` is a sorted tuple of (name, value) pairs; the rest come from the role/layer defaults.
     """
 
-    format: str
+    format: object
     fields: tuple = ()
 
     def __post_init__(self):
-        name, extra = _format_name(get_format(self.format))
+        fmt, extra = _canonical(get_format(self.format))
         fields = dict(self.fields)
         for k in fields:
             if k not in SPEC_FIELDS:
                 _fail(f"unknown quantization field {k!r}; allowed: format, {', '.join(SPEC_FIELDS)}")
         fields.update(extra)
-        object.__setattr__(self, "format", name)
+        object.__setattr__(self, "format", fmt)
         object.__setattr__(self, "fields", tuple(sorted(fields.items())))
-        QuantSpec(name, **fields)  # validate the explicit fields now, with a clear message
+        QuantSpec(fmt, **fields)  # validate the explicit fields now, with a clear message
 
     @property
     def format_obj(self):
-        return get_format(self.format)
+        """The format object (kept for callers of the former name-holding SlotSpec)."""
+        return self.format
+
+    @property
+    def format_name(self) -> str:
+        return self.format.name
 
     def get(self, key, default=None):
         return dict(self.fields).get(key, default)
 
     def to_dict(self):
         """The format name alone when no field is explicit, else a dict."""
-        return self.format if not self.fields else {"format": self.format, **dict(self.fields)}
+        name = self.format.name
+        return name if not self.fields else {"format": name, **dict(self.fields)}
 
     def __str__(self):
         if not self.fields:
-            return self.format
-        return f"{self.format}(" + ", ".join(f"{k}={v}" for k, v in self.fields) + ")"
+            return self.format.name
+        return f"{self.format.name}(" + ", ".join(f"{k}={v}" for k, v in self.fields) + ")"
 
 
 def slot(entry) -> SlotSpec | None:

@@ -1,6 +1,6 @@
 """Model surgery: :func:`quantize_model` applies a Recipe to any nn.Module; :func:`dequantize_model` undoes it.
 
-Steps: find and classify the layers (:mod:`lowbit.nn.layers`); look up each layer's LayerSpec in the
+Steps: find and classify the layers (:mod:`lowbit.nn.walker`); look up each layer's LayerSpec in the
 recipe (first matching rule; ``keep_first_last`` forces the first/last weight layer to fp32);
 resolve each slot the layer kind supports into a full QuantSpec (:mod:`lowbit.nn.defaults`); then
 
@@ -23,7 +23,7 @@ from torch import nn
 from .assignment import Assignment, LayerRow
 from .defaults import follows_rank, resolve
 from .hooks import HookQuantizers, attach
-from .layers import LayerInfo, discover, first_last_weight_layers
+from .walker import LayerInfo, discover, first_last_weight_layers
 from .learnable import LearnableCodebook, LSQQuantizer
 from .modules import QUANTIZED
 from .quantizers import FakeQuantizer, GradQuantizer, WeightQuantizer
@@ -144,11 +144,8 @@ def quantize_model(model: nn.Module, recipe: Recipe, inplace: bool = True) -> As
         nchw = r.pop("_nchw", frozenset())
         learn = {"weight": spec.learn_weight, "act": spec.learn_act} if spec is not None else {}
         learn = {k: v for k, v in learn.items() if v and (k == "act" or "weight" in r)}
-        w = getattr(li.module, "weight", None) if li.kind == "weight" else None
         if li.kind == "weight" or r:
-            asg.rows.append(LayerRow(li.name, type(li.module).__name__, li.kind,
-                                     tuple(w.shape) if w is not None else None,
-                                     sum(p.numel() for p in li.module.parameters(recurse=False)), r, learn))
+            asg.rows.append(LayerRow(li, r, learn))
         if r:
             plan.append((li, r, learn, nchw))
     _apply(model, plan, asg)
@@ -168,7 +165,6 @@ def _apply(model: nn.Module, plan: list, asg: Assignment):
             for parent, cname in where:
                 parent._modules[cname] = q
             asg._replaced.append((where, li.module, q))
-            li.module = q
     for li, r, learn, nchw in reversed(plan):  # children before parents
         if li.kind != "weight":
             hq = _hook_quantizers(li, r, learn, nchw)

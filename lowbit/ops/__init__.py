@@ -1,5 +1,8 @@
 """Quantization operators: element casts, scaling, fake-quantize with autograd, kernel backends."""
-from .quantize import GRADS, SCALINGS, QuantSpec, make_spec, quantize
 from lowbit.formats.cast import ROUNDINGS
 
-__all__ = ["GRADS", "ROUNDINGS", "SCALINGS", "QuantSpec", "make_spec", "quantize"]
+from .backend import BACKENDS, backend, current_backend
+from .quantize import GRADS, SCALINGS, QuantSpec, make_spec, quantize
+
+__all__ = ["BACKENDS", "GRADS", "ROUNDINGS", "SCALINGS", "QuantSpec", "backend", "current_backend", "make_spec",
+           "quantize"]

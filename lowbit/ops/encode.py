@@ -75,7 +75,7 @@ def encode(x: torch.Tensor, fmt, *, generator: torch.Generator | None = None, **
 
 
 def _element_codes(q, s, f, saturate):
-    if f.kind == "int" and not f.signed:
+    if f.asymmetric:
         sc, zp = s
         return encode_direct(torch.round(q / sc) + zp, f)
     return encode_direct(q / s, f, "nearest", saturate)
@@ -88,15 +88,14 @@ def decode(enc: Encoded, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         v = f.decode(enc.codes)
         if s is None:
             return v.to(dtype)
-        if f.kind == "int" and not f.signed:
+        if f.asymmetric:
             return ((v - s[1]) * s[0]).to(dtype)
         return (v * s).to(dtype)
     axis = spec.axis % len(enc.shape)
     vb = to_blocks(enc.codes, axis, spec.chunk)
-    el = f.element if f.kind == "block" else f
-    v = el.decode(vb)
+    v = f.element.decode(vb)
     if spec.scaling == "group":
-        out = (v - s[1]) * s[0] if (f.kind == "int" and not f.signed) else v * s
+        out = (v - s[1]) * s[0] if f.asymmetric else v * s
     elif f.scale == "e8m0":
         e = s.to(torch.int32) - 127
         out = torch.where(s == 255, float("nan"), v * _pow2(e.clamp(-127, 127)))

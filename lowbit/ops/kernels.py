@@ -12,11 +12,11 @@ in C++ for the common CPU cases. All give bit-identical results because the arit
     ``auto``      native where it covers the call, else compiled for tensors of at least
                   ``AUTO_MIN_NUMEL`` elements and eager below; eager inside ``torch.compile`` and
                   wherever compilation is unavailable (a warning says why, once).
-The default comes from the ``LOWBIT_BACKEND`` environment variable, else ``auto``.
+The default is the innermost ``with lowbit.backend(...)`` block, else the ``LOWBIT_BACKEND``
+environment variable, else ``auto`` (:mod:`lowbit.ops.backend`, where the list is declared).
 """
 from __future__ import annotations
 
-import os
 import types
 import warnings
 
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from . import native
+from .backend import BACKENDS, check_backend, current_backend  # noqa: F401  (BACKENDS: re-exported)
 from .scaling import block_qdq, block_scales, element_range_scaled, scaled_qdq
 
-BACKENDS = ("auto", "eager", "compiled", "native")
 AUTO_MIN_NUMEL = 1 << 18
 _compiled: dict = {}
 _compile_broken: str | None = None
@@ -84,18 +84,12 @@ def _mask(x, fmt, s, values):
     return (x >= lo) & (x <= hi)
 
 
-def default_backend() -> str:
-    b = os.environ.get("LOWBIT_BACKEND", "auto")
-    if b not in BACKENDS:
-        raise ValueError(f"LOWBIT_BACKEND={b!r} is not allowed; allowed: {', '.join(BACKENDS)}")
-    return b
+default_backend = current_backend
 
 
 def _choose(x, spec, scale, noise, values, backend) -> str:
     """'eager', 'compiled' or 'native' for this call (see the module docstring)."""
-    backend = backend or default_backend()
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
+    backend = check_backend(backend or default_backend())
     if backend == "eager" or torch.compiler.is_compiling():
         return "eager"
     if backend in ("auto", "native"):

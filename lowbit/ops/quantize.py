@@ -55,11 +55,11 @@ class QuantSpec:
         if self.scaling is None:
             object.__setattr__(self, "scaling", fmt.default_scaling)
         _check(self.scaling, SCALINGS, "scaling")
-        if fmt.kind == "scale":
+        if not fmt.holds_tensors:
             raise ValueError(f"format {fmt.name!r} is a scale format; it cannot fake-quantize tensors")
-        if (fmt.kind == "block") != (self.scaling == "block"):
-            allowed = "block" if fmt.kind == "block" else "none, tensor, channel, group"
-            raise ValueError(f"scaling={self.scaling!r} does not fit format {fmt.name!r}; allowed: {allowed}")
+        if self.scaling not in fmt.scalings:
+            raise ValueError(f"scaling={self.scaling!r} does not fit format {fmt.name!r}; "
+                             f"allowed: {', '.join(fmt.scalings)}")
         if self.scaling == "group":
             if not isinstance(self.group_size, int) or self.group_size < 1:
                 raise ValueError(f"scaling='group' needs group_size, a positive integer (got {self.group_size!r})")
@@ -67,12 +67,7 @@ class QuantSpec:
             raise ValueError(f"group_size={self.group_size} is only used with scaling='group' "
                              f"(got scaling={self.scaling!r})")
         if self.block_size is not None:
-            if fmt.kind != "block":
-                raise ValueError(f"block_size is only used with block formats (got {fmt.name!r})")
-            if not isinstance(self.block_size, int) or self.block_size < 1:
-                raise ValueError(f"block_size={self.block_size!r} is not allowed; allowed: a positive integer")
-            object.__setattr__(self, "format", dataclasses.replace(
-                fmt, block_size=self.block_size, name=f"{fmt.name}_b{self.block_size}"))
+            object.__setattr__(self, "format", fmt.with_block_size(self.block_size))
             object.__setattr__(self, "block_size", None)
         if not isinstance(self.axis, int):
             raise ValueError(f"axis={self.axis!r} is not allowed; allowed: an integer")
@@ -154,8 +149,9 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
     is representable whenever the format is narrower than the input dtype). ``scale`` gives a fixed
     scale (calibrated, or delayed scaling) instead of computing it from ``x``; it must broadcast
     against ``x`` laid out for the spec's granularity. ``generator`` seeds stochastic rounding.
-    ``out`` writes into an existing tensor (no autograd). ``backend``: ``auto`` (default, or the
-    ``LOWBIT_BACKEND`` environment variable), ``eager`` or ``compiled``. ``values`` overrides a
+    ``out`` writes into an existing tensor (no autograd). ``backend``: ``auto``, ``eager``, ``compiled`` or
+    ``native``; None (default) takes the current one (``with lowbit.backend(...)``, else
+    ``LOWBIT_BACKEND``, else ``auto``: :mod:`lowbit.ops.backend`). ``values`` overrides a
     codebook's values with a tensor (used by learnable codebooks).
     """
     spec = make_spec(fmt, **kw)
@@ -166,8 +162,8 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
     noise = None
     if spec.rounding == "stochastic":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
-    if spec.format.kind == "codebook" and values is None:
-        values = torch.tensor(spec.format.points, dtype=torch.float32, device=x.device)
+    if values is None:
+        values = spec.format.cast_values(x.device)
     if out is not None:
         if out.shape != x.shape or out.dtype != x.dtype:
             raise ValueError(f"out has shape {list(out.shape)} and dtype {out.dtype}; "

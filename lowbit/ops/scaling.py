@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from lowbit.formats.cast import _pow2, codebook_cast, float_cast, int_cast, int_round
+from lowbit.formats.cast import _pow2, float_cast, int_cast, int_round
 
 _NAN = float("nan")
 
@@ -73,16 +73,8 @@ def pow2_ceil(s: torch.Tensor) -> torch.Tensor:
 
 
 def element_cast(y, fmt, rounding, saturate, noise, values=None):
-    """Cast already-scaled fp32 ``y`` to an element format (float, int or codebook)."""
-    if fmt.kind == "float":
-        return float_cast(y, fmt, rounding, saturate, noise)
-    if fmt.kind == "int":
-        return int_cast(y, fmt, rounding, saturate, noise)
-    if fmt.kind == "codebook":
-        if values is None:
-            values = torch.tensor(fmt.points, dtype=torch.float32, device=y.device)
-        return codebook_cast(y, values, rounding, noise)[0]
-    raise ValueError(f"format {fmt.name!r} of kind {fmt.kind!r} cannot be an element format")
+    """Cast already-scaled fp32 ``y`` to an element format (its ``cast``: float, int or codebook)."""
+    return fmt.cast(y, rounding, saturate, noise, values)
 
 
 def element_scale(amax: torch.Tensor, fmt, pow2: bool) -> torch.Tensor:
@@ -105,7 +97,7 @@ def scaled_qdq(x, fmt, scaling, axis, rounding, saturate, pow2, noise, scale=Non
 
     For group scaling ``x`` must already be shaped (..., n_groups, group_size).
     """
-    if fmt.kind == "int" and not fmt.signed:
+    if fmt.asymmetric:
         return _asym_qdq(x, fmt, scaling, axis, rounding, noise, scale)
     if scaling == "none":
         return element_cast(x, fmt, rounding, saturate, noise, values), None
@@ -148,16 +140,10 @@ def element_range_scaled(fmt, s, values=None):
     by one ulp (amax / s then exceeds max by a rounding error) and lose its gradient. Codebooks clamp
     to their end values before rounding, so their bounds are the end values.
     """
-    if fmt.kind == "codebook":
-        lo, hi = values[0], values[-1]
-    elif fmt.kind == "int":
-        lo, hi = (fmt.qmin - 0.5) * fmt.step, (fmt.qmax + 0.5) * fmt.step
-        if not fmt.signed and s is not None:
-            sc, zp = s
-            return (fmt.qmin - 0.5 - zp) * sc, (fmt.qmax + 0.5 - zp) * sc
-    else:
-        half_gap = 2.0 ** (fmt.emax - fmt.man_bits - 1)
-        lo, hi = -(fmt.max + half_gap), fmt.max + half_gap
+    lo, hi = fmt.cast_bounds(values)
+    if fmt.asymmetric and s is not None:
+        sc, zp = s
+        return (fmt.qmin - 0.5 - zp) * sc, (fmt.qmax + 0.5 - zp) * sc
     if s is None:
         return lo, hi
     return lo * s, hi * s

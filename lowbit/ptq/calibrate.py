@@ -34,7 +34,7 @@ from lowbit.formats.registry import get_format
 from lowbit.nn import Recipe, make_recipe, quantize_model
 from lowbit.nn.modules import QuantLayer
 from lowbit.ops import quantize
-from lowbit.ops.kernels import BACKENDS
+from lowbit.ops.backend import backend as use_backend, check_backend
 
 from .observers import METHODS, hist_threshold, threshold_scale, weight_scale
 
@@ -54,7 +54,7 @@ class PTQConfig:
     direct_cast: bool = False
     bins: int = 2048
     batch_size: int = 256
-    backend: str = "auto"
+    backend: str | None = None        # fake-quant kernels; None: the current lowbit.backend
 
     def __post_init__(self):
         for k in ("calib", "weight_calib"):
@@ -66,15 +66,16 @@ class PTQConfig:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{k}={v!r} is not allowed; allowed: an integer >= 1")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend={self.backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
+        if self.backend is not None:
+            check_backend(self.backend)
 
 
 class CalibratedQuantizer(nn.Module):
     """x -> lowbit.quantize(x, spec, scale=FIXED scale); ``scale=None``: the spec's own (block /
-    direct cast) scaling. ``cache=True`` (weights) reuses the result while the input is unchanged."""
+    direct cast) scaling. ``cache=True`` (weights) reuses the result while the input is unchanged.
+    ``backend``: None (default) runs the current ``lowbit.backend``; a name pins this quantizer."""
 
-    def __init__(self, spec, scale=None, backend: str = "eager", cache: bool = False):
+    def __init__(self, spec, scale=None, backend: str | None = None, cache: bool = False):
         super().__init__()
         self.spec, self.backend, self.cache = spec, backend, cache
         s, zp = scale if isinstance(scale, tuple) else (scale, None)
@@ -163,27 +164,27 @@ def ptq_recipe(weights, acts, weight_scaling: str | None = None, direct_cast: bo
     names; None / "none" / "fp32" = keep fp32). ``weight_scaling``: None (lowbit.nn's defaults),
     "tensor" or "channel" for integer, minifloat and codebook weights (block formats keep their
     blocks, fp16/bf16 stay direct casts). ``direct_cast``: minifloats get no scale at all."""
-    w, a = _name(weights), _name(acts)
+    w, a = _format(weights), _format(acts)
     if w is not None and weight_scaling is not None:
-        f = get_format(w)
-        if f.kind != "block" and not (f.kind == "float" and f.bits >= 16):
+        if w.role_scaling("weight") not in ("none", "block"):  # scaled by tensor/channel by default
             w = {"format": w, "scaling": weight_scaling}
     if direct_cast:
         w, a = _direct(w), _direct(a)
     return make_recipe(weights=w, inputs=a, keep_first_last=keep_first_last)
 
 
-def _name(fmt):
+def _format(fmt):
+    """The format object (parsed once here), or None to keep fp32."""
     if fmt is None or (isinstance(fmt, str) and fmt.lower() in ("none", "fp32")):
         return None
-    return get_format(fmt).name
+    return get_format(fmt)
 
 
 def _direct(entry):
     if entry is None:
         return None
     f = get_format(entry["format"] if isinstance(entry, dict) else entry)
-    return {"format": f.name, "scaling": "none"} if f.kind == "float" else entry
+    return {"format": f, "scaling": "none"} if f.direct_cast_ok else entry
 
 
 def _qlayers(model):
@@ -210,6 +211,11 @@ def quantize_ptq(model: nn.Module, weights, acts, calib_x: torch.Tensor, config:
     formats and scalings are kept, tensor / channel scales become FIXED calibrated scales
     (``per_channel``, ``direct_cast`` and ``keep_first_last`` of the config do not apply)."""
     cfg = config or PTQConfig()
+    with use_backend(cfg.backend):
+        return _quantize_ptq(model, weights, acts, calib_x, cfg, recipe)
+
+
+def _quantize_ptq(model, weights, acts, calib_x, cfg, recipe) -> PTQResult:
     if recipe is None:
         recipe = ptq_recipe(weights, acts, "channel" if cfg.per_channel else "tensor", cfg.direct_cast,
                             cfg.keep_first_last)

@@ -38,19 +38,19 @@ _EPS = 1e-12
 def _q(x, spec, s):
     """quantize with a fixed (scale, zero point 0 for unsigned) of broadcastable shape."""
     f = spec.format
-    scale = (s, torch.zeros_like(s)) if (f.kind == "int" and not f.signed) else s
+    scale = (s, torch.zeros_like(s)) if f.asymmetric else s
     return quantize(x, spec, scale=scale, backend="eager")
 
 
 def _level_max(spec) -> float:
     f = spec.format
-    return float(f.qmax * f.step if f.kind == "int" else f.max)
+    return float(f.max)
 
 
 def threshold_scale(spec, amax: torch.Tensor, t: torch.Tensor, lo=None, hi=None):
     """The fixed scale (a tensor, or (scale, zero point) for unsigned ints) for threshold ``t``."""
     f = spec.format
-    if f.kind == "int" and not f.signed:
+    if f.asymmetric:
         r = torch.where(amax > 0, t / amax.clamp_min(_EPS), 1.0)
         lo_c, hi_c = r * lo.clamp(max=0), r * hi.clamp(min=0)
         s = (hi_c - lo_c) / f.qmax

@@ -19,6 +19,7 @@ import torch
 import lowbit
 from lowbit.cost import model_cost, plan_from_assignment, profile_layers
 from lowbit.data import normalize
+from lowbit.ops.backend import backend as use_backend
 from lowbit.train import evaluate
 
 from .calibrate import PTQConfig, quantize_ptq
@@ -49,8 +50,14 @@ def _cost(model, input_shape, assignment=None) -> dict:
 
 def ptq_sweep(model, splits, weights, acts, config: PTQConfig | None = None, *, seed: int = 0,
               meta: dict | None = None, on_row=None) -> list[dict]:
-    """Rows for FP32 and every (w, a) in ``weights`` x ``acts`` (format names; None/"none" = fp32)."""
+    """Rows for FP32 and every (w, a) in ``weights`` x ``acts`` (format names; None/"none" = fp32),
+    every model run with ``config.backend`` (None: the current ``lowbit.backend``)."""
     cfg = config or PTQConfig()
+    with use_backend(cfg.backend):
+        return _sweep_rows(model, splits, weights, acts, cfg, seed, meta, on_row)
+
+
+def _sweep_rows(model, splits, weights, acts, cfg, seed, meta, on_row) -> list[dict]:
     shape = (1, splits.in_chans, splits.img_size, splits.img_size)
     calib = calibration_inputs(splits, cfg.calib_samples, seed)
     base = {**(meta or {}), "dataset": splits.name, "calib": cfg.calib, "weight_calib": cfg.weight_calib,
@@ -85,6 +92,11 @@ def recipe_rows(model, splits, recipe, config: PTQConfig | None = None, *, seed:
     The recipe row has ``weights`` = ``label`` (default the recipe's name, else "recipe") and
     ``acts`` = "recipe" (per-layer formats), plus ``recipe_hash``."""
     cfg = config or PTQConfig()
+    with use_backend(cfg.backend):
+        return _recipe_rows(model, splits, recipe, cfg, seed, meta, label)
+
+
+def _recipe_rows(model, splits, recipe, cfg, seed, meta, label) -> list[dict]:
     rows = ptq_sweep(model, splits, [], [], cfg, seed=seed, meta=meta)
     base = {k: v for k, v in rows[0].items()
             if k not in ("weights", "acts", "acc", "drop", "packed_bytes", "ratio", "cost_bytes", "bitops",

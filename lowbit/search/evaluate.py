@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lowbit.nn import Recipe, quantize_model
+from lowbit.ops.backend import backend as use_backend, check_backend, current_backend
 from lowbit.train import evaluate
 
 
@@ -51,11 +52,14 @@ class EvalData:
         return len(self.y)
 
 
-def evaluate_recipe(model: nn.Module, recipe: Recipe | None, data: EvalData, batch_size: int = 512) -> dict:
-    """{"loss", "acc"} of ``model`` quantized by ``recipe`` (None: float); the model is left as it was."""
+def evaluate_recipe(model: nn.Module, recipe: Recipe | None, data: EvalData, batch_size: int = 512,
+                    backend: str | None = None) -> dict:
+    """{"loss", "acc"} of ``model`` quantized by ``recipe`` (None: float); the model is left as it was.
+    ``backend``: the fake-quant kernels (None: the current ``lowbit.backend``)."""
     asg = quantize_model(model, recipe) if recipe is not None else None
     try:
-        loss, acc = evaluate(model, data.x, data.y, batch_size, mean=data.mean, std=data.std)
+        with use_backend(backend):
+            loss, acc = evaluate(model, data.x, data.y, batch_size, mean=data.mean, std=data.std)
     finally:
         if asg is not None:
             asg.undo()
@@ -65,34 +69,40 @@ def evaluate_recipe(model: nn.Module, recipe: Recipe | None, data: EvalData, bat
 _WORKER: dict = {}
 
 
-def _init_worker(model, data, batch_size):
+def _init_worker(model, data, batch_size, backend):
     torch.set_num_threads(1)
-    _WORKER.update(model=model, data=data, batch_size=batch_size)
+    _WORKER.update(model=model, data=data, batch_size=batch_size, backend=backend)
 
 
 def _work(recipe_dict):
-    return evaluate_recipe(_WORKER["model"], Recipe.from_dict(recipe_dict), _WORKER["data"], _WORKER["batch_size"])
+    return evaluate_recipe(_WORKER["model"], Recipe.from_dict(recipe_dict), _WORKER["data"], _WORKER["batch_size"],
+                           _WORKER["backend"])
 
 
-def _ray_work(model, data, batch_size, recipe_dict):
+def _ray_work(model, data, batch_size, recipe_dict, backend):
     torch.set_num_threads(1)
-    return evaluate_recipe(model, Recipe.from_dict(recipe_dict), data, batch_size)
+    return evaluate_recipe(model, Recipe.from_dict(recipe_dict), data, batch_size, backend)
 
 
 EXECUTORS = ("local", "ray")
 
 
 class Evaluator:
-    """``evaluator(recipes) -> [{"loss", "acc"}, ...]``; ``baseline()`` is the float model."""
+    """``evaluator(recipes) -> [{"loss", "acc"}, ...]``; ``baseline()`` is the float model.
+
+    ``backend``: the fake-quant kernels of every evaluation, also in worker processes (None: the
+    ``lowbit.backend`` current when the evaluator is created).
+    """
 
     def __init__(self, model: nn.Module, data: EvalData, batch_size: int = 512, workers: int = 1,
-                 executor: str = "local", address: str | None = None):
+                 executor: str = "local", address: str | None = None, backend: str | None = None):
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers={workers!r} is not allowed; allowed: an integer >= 1")
         if executor not in EXECUTORS:
             raise ValueError(f"executor={executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
         self.model, self.data, self.batch_size, self.workers = model, data, batch_size, workers
         self.executor, self.address, self._ray = executor, address, None
+        self.backend = check_backend(backend) if backend is not None else current_backend()
         self.cache: dict = {}
         self.n_evaluations = 0
         self._pool = None
@@ -100,7 +110,7 @@ class Evaluator:
 
     def baseline(self) -> dict:
         if self._baseline is None:
-            self._baseline = evaluate_recipe(self.model, None, self.data, self.batch_size)
+            self._baseline = evaluate_recipe(self.model, None, self.data, self.batch_size, self.backend)
         return self._baseline
 
     def __call__(self, recipes: list[Recipe]) -> list[dict]:
@@ -112,7 +122,8 @@ class Evaluator:
             elif self.workers > 1 and len(todo) > 1:
                 results = list(self._executor().map(_work, [r.to_dict() for r in todo.values()]))
             else:
-                results = [evaluate_recipe(self.model, r, self.data, self.batch_size) for r in todo.values()]
+                results = [evaluate_recipe(self.model, r, self.data, self.batch_size, self.backend)
+                           for r in todo.values()]
             self.cache.update(zip(todo, results))
             self.n_evaluations += len(todo)
         return [dict(self.cache[k]) for k in keys]
@@ -124,13 +135,13 @@ class Evaluator:
             ray = init_ray(self.address)
             self._ray = (ray, ray.remote(num_cpus=1)(_ray_work), ray.put(self.model), ray.put(self.data))
         ray, fn, model_ref, data_ref = self._ray
-        return ray.get([fn.remote(model_ref, data_ref, self.batch_size, d) for d in recipe_dicts])
+        return ray.get([fn.remote(model_ref, data_ref, self.batch_size, d, self.backend) for d in recipe_dicts])
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(self.model, self.data, self.batch_size))
+                                             initargs=(self.model, self.data, self.batch_size, self.backend))
         return self._pool
 
     def close(self):

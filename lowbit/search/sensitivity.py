@@ -37,6 +37,7 @@ from lowbit.nn import Recipe, Rule, quantize_model
 from lowbit.nn.defaults import resolve
 from lowbit.nn.specs import slot
 from lowbit.ops import quantize
+from lowbit.ops.backend import backend as use_backend
 
 METHODS = ("l2", "sqnr", "acc", "hessian", "fisher")
 
@@ -112,9 +113,17 @@ def fisher_diagonals(model: nn.Module, names, x, y, batch: int = 16) -> dict:
 
 def layer_sensitivity(model: nn.Module, space, data, methods=METHODS, *, batch_size: int = 512,
                       hessian_probes: int = 4, calib_samples: int = 256, fisher_batch: int = 16,
-                      seed: int = 0) -> pd.DataFrame:
-    """The sensitivity table of ``space``'s free layers x choices on ``data`` (an EvalData)."""
+                      seed: int = 0, backend: str | None = None) -> pd.DataFrame:
+    """The sensitivity table of ``space``'s free layers x choices on ``data`` (an EvalData).
+    ``backend``: the fake-quant kernels (None: the current ``lowbit.backend``)."""
     methods = check_methods(methods)
+    with use_backend(backend):
+        return _sensitivity_table(model, space, data, methods, batch_size, hessian_probes, calib_samples,
+                                  fisher_batch, seed)
+
+
+def _sensitivity_table(model, space, data, methods, batch_size, hessian_probes, calib_samples, fisher_batch,
+                       seed) -> pd.DataFrame:
     names = space.free
     mods = dict(model.named_modules())
     x, y = data.normalized(), data.y

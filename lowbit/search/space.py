@@ -25,16 +25,25 @@ from lowbit.nn import LayerSpec, Recipe, Rule
 
 @dataclass(frozen=True)
 class Choice:
-    """Weight format ``weight`` and input-activation format ``act`` (None: fp32) of one layer."""
+    """Weight format ``weight`` and input-activation format ``act`` (None: fp32) of one layer.
+
+    ``weight`` / ``act`` are canonical names (labels, tables, recipes); the formats are parsed once
+    here and kept as ``weight_format`` / ``act_format``.
+    """
 
     weight: str
     act: str | None = None
+    weight_format: object = field(init=False, compare=False, repr=False, default=None)
+    act_format: object = field(init=False, compare=False, repr=False, default=None)
 
     def __post_init__(self):
-        object.__setattr__(self, "weight", get_format(self.weight).name)
+        w = get_format(self.weight)
+        object.__setattr__(self, "weight", w.name)
+        object.__setattr__(self, "weight_format", w)
         if self.act is not None:
-            a = get_format(self.act).name
-            object.__setattr__(self, "act", None if a == "fp32" else a)
+            a = get_format(self.act)
+            object.__setattr__(self, "act", None if a.name == "fp32" else a.name)
+            object.__setattr__(self, "act_format", None if a.name == "fp32" else a)
 
     @classmethod
     def parse(cls, text: str, act: str | None = None) -> "Choice":
@@ -51,14 +60,14 @@ class Choice:
 
     @property
     def weight_bits(self) -> float:
-        return float(get_format(self.weight).bits_per_element)
+        return float(self.weight_format.bits_per_element)
 
     @property
     def act_bits(self) -> float:
-        return 32.0 if self.act is None else float(get_format(self.act).bits_per_element)
+        return 32.0 if self.act_format is None else float(self.act_format.bits_per_element)
 
     def layer_spec(self) -> LayerSpec:
-        return LayerSpec(weight=self.weight, input=self.act)
+        return LayerSpec(weight=self.weight_format, input=self.act_format)
 
     def __str__(self):
         return self.label

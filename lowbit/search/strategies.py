@@ -13,31 +13,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from lowbit.registry import Registry
+
 from .costing import CostTable
 from .problem import Problem
 from .result import Result
 
-_STRATEGIES: dict = {}
+STRATEGIES = Registry("strategy")
 
 
 def register_strategy(name: str):
     """Decorator registering ``fn(problem, **options) -> Result`` under ``name``."""
-    def deco(fn):
-        if name in _STRATEGIES:
-            raise ValueError(f"strategy {name!r} is already registered")
-        _STRATEGIES[name] = fn
-        return fn
-    return deco
+    return STRATEGIES.register(name)
 
 
 def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def get_strategy(name: str):
-    if name not in _STRATEGIES:
-        raise ValueError(f"strategy {name!r} is not allowed; allowed: {', '.join(list_strategies())}")
-    return _STRATEGIES[name]
+    return STRATEGIES.get(name)
 
 
 def run_search(problem: Problem, strategy: str, *, finetune_epochs: int = 0, splits=None,

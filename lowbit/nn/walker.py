@@ -1,6 +1,8 @@
-"""Finding the layers of any nn.Module and classifying them into kinds.
+"""The one model walker and the one per-layer record: :func:`walk` yields a :class:`LayerInfo` for every
+layer of any nn.Module; surgery (:func:`discover`), cost (``lowbit.cost.profile_layers``, which adds
+the work of a forward pass), search, footprint and export all read these records.
 
-Kinds (``LayerInfo.kind``):
+Kinds (``LayerInfo.kind``), the layers quantization acts on:
 
     ``weight``      nn.Linear, nn.Conv1d, nn.Conv2d (incl. depthwise), nn.Embedding (exact types;
                     subclasses may override forward, so they are left alone)
@@ -13,6 +15,9 @@ Kinds (``LayerInfo.kind``):
                     (F.softmax, F.gelu, torch.tanh, x.relu(), ...)
     ``other``       any other leaf module (norms, pooling, dropout, flatten, ...)
 
+Weight modules (``is_weight``: nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, their subclasses and
+lowbit's quantized versions) are walked too: cost counts every one of them. Those that quantization
+leaves alone (subclasses, layers inside nn.MultiheadAttention) have ``kind=None``.
 Containers that call none of those are not layers. ``forward`` is read statically: the names its
 bytecode loads (``torch.matmul`` loads ``matmul``) and its ``@`` operators; a name bound to a child
 module (``self.softmax = nn.Softmax()``) is a module call, not a functional one. Calls hidden in
@@ -23,13 +28,16 @@ projection weights directly, so it and its children are skipped (not supported).
 from __future__ import annotations
 
 import dis
+import math
 import types
 from dataclasses import dataclass, field
 
 import torch.nn.modules.activation as _act
 from torch import nn
 
-from .modules import QUANTIZED
+from .modules import QUANTIZED, QuantLayer
+
+WEIGHT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 
 _SOFTMAX_FAMILY = {"Softmax", "Softmin", "LogSoftmax", "Softmax2d", "MultiheadAttention"}
 ACTIVATION_TYPES = tuple(getattr(_act, n) for n in _act.__all__ if n not in _SOFTMAX_FAMILY)
@@ -41,14 +49,41 @@ OP_NAMES = {"softmax": "softmax", "matmul": "matmul", "bmm": "matmul", "__matmul
             "scaled_dot_product_attention": "sdpa", **{n: "act" for n in ACT_NAMES}}
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerInfo:
+    """One layer: what it is (``kind``, ``tags``, forward ``ops``), its parameters and shapes, and,
+    once profiled (``lowbit.cost.profile_layers``), the work it does per sample.
+
+    ``type`` is the float layer's class name (``Linear`` also for lowbit's quantized QLinear).
+    """
+
     name: str
-    module: nn.Module
-    kind: str
-    tags: frozenset
-    ops: dict = field(default_factory=dict)   # functional op counts: softmax, matmul, sdpa, act
+    module: nn.Module = field(compare=False, repr=False)
+    kind: str | None
+    tags: frozenset = frozenset()
+    ops: dict = field(default_factory=dict, compare=False)   # functional op counts: softmax, matmul, sdpa, act
     softmax_child: bool = False               # has a child nn.Softmax (attention scores)
+    type: str = ""
+    params: int = 0                           # parameters of the module itself (weight + bias)
+    weight_shape: tuple | None = None
+    groups: int = 1
+    depthwise: bool = False
+    is_weight: bool = False                   # a Linear / Conv1d / Conv2d / Embedding (cost counts it)
+    macs: int = 0                             # per sample, from profile_layers
+    in_numel: int = 0
+    out_numel: int = 0
+
+    @property
+    def weight_numel(self) -> int:
+        return math.prod(self.weight_shape) if self.weight_shape else 0
+
+    @property
+    def bias_numel(self) -> int:
+        return self.params - self.weight_numel
+
+    @property
+    def is_conv(self) -> bool:
+        return self.type.startswith("Conv")
 
 
 def _codes(code):
@@ -110,19 +145,45 @@ def tags_of(m: nn.Module, kind: str) -> frozenset:
     return frozenset(tags)
 
 
-def discover(model: nn.Module) -> list[LayerInfo]:
-    """Every layer of ``model`` in module order (named_modules), with its kind and type tags."""
+def _float_type(m: nn.Module) -> str:
+    for t in WEIGHT_TYPES:
+        if isinstance(m, t):
+            return t.__name__
+    return type(m).__name__
+
+
+def _record(name: str, m: nn.Module, kind, ops, softmax_child) -> LayerInfo:
+    w = getattr(m, "weight", None)
+    is_weight = isinstance(m, WEIGHT_TYPES)
+    groups = int(getattr(m, "groups", 1)) if is_weight else 1
+    depthwise = isinstance(m, (nn.Conv1d, nn.Conv2d)) and groups > 1 and groups == m.in_channels
+    return LayerInfo(name, m, kind, tags_of(m, kind) if kind else frozenset(), ops, softmax_child,
+                     type=_float_type(m), params=sum(p.numel() for p in m.parameters(recurse=False)),
+                     weight_shape=tuple(w.shape) if is_weight and w is not None else None,
+                     groups=groups, depthwise=bool(depthwise), is_weight=is_weight)
+
+
+def walk(model: nn.Module) -> list[LayerInfo]:
+    """Every layer and every weight module of ``model`` in module order (named_modules)."""
     out, skip = [], []
     for name, m in model.named_modules():
-        if any(name.startswith(p + ".") for p in skip):
-            continue
+        inside_mha = any(name.startswith(p + ".") for p in skip)
         if isinstance(m, nn.MultiheadAttention):
             skip.append(name)
-            continue
-        kind, ops, softmax_child = classify(m)
-        if kind is not None:
-            out.append(LayerInfo(name, m, kind, tags_of(m, kind), ops, softmax_child))
+        if inside_mha or isinstance(m, nn.MultiheadAttention):
+            kind, ops, softmax_child = None, {}, False      # not supported by quantization (see above)
+        elif isinstance(m, QuantLayer):
+            kind, ops, softmax_child = "weight", {}, False  # an already quantized weight layer
+        else:
+            kind, ops, softmax_child = classify(m)
+        if kind is not None or isinstance(m, WEIGHT_TYPES):
+            out.append(_record(name, m, kind, ops, softmax_child))
     return out
+
+
+def discover(model: nn.Module) -> list[LayerInfo]:
+    """The layers quantization acts on (``kind`` set), in module order, with kinds and type tags."""
+    return [li for li in walk(model) if li.kind is not None]
 
 
 def first_last_weight_layers(layers: list[LayerInfo]) -> set[str]:
