@@ -9,6 +9,7 @@ empty, truncated or corrupt, code, no tensors, a state dict of another model) is
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -30,7 +31,9 @@ def _one_line(exc: Exception, n: int = 200) -> str:
 def read(path, map_location="cpu"):
     """``torch.load(path, weights_only=True)``; any failure is a one-line :class:`CheckpointError`."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: noise
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be loaded with weights_only=True (corrupt, "
                               f"or a pickle holding code): {_one_line(exc)}") from None

@@ -34,6 +34,7 @@ import math
 import os
 import resource
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -314,7 +315,12 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         if ckpt_path.exists():
-            state = _resume(ckpt_path, model, opt, sched, scaler, gen, device)
+            resumed = _resume_or_quarantine(ckpt_path, model, opt, sched, scaler, gen, device)
+            if resumed is None:  # damaged checkpoint moved aside: start from scratch
+                opt, sched, gen = setup_optimization(model, cfg, len(splits.train))
+                scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+            else:
+                state = resumed
     if state["status"] in TERMINAL:
         return {"status": state["status"], "epochs": state["history"],
                 "summary": {**summarize(state["history"], state["status"]), **_run_info(
@@ -405,6 +411,25 @@ def _train_epoch(model, batches, splits, cfg: TrainConfig, opt, sched, scaler, d
         correct += (out.argmax(1) == yb).sum().item()
         seen += len(yb)
     return loss_sum / max(seen, 1), correct / max(seen, 1), seen
+
+
+def _resume_or_quarantine(path: Path, model, opt, sched, scaler, gen, device) -> dict | None:
+    """:func:`_resume`; a checkpoint that cannot be resumed (empty, corrupt, code, not a lowbit.train
+    checkpoint of this model) is renamed to ``checkpoint.pt.damaged-<time>`` with a warning naming
+    both files, the model and torch's RNG are put back as they were, and None is returned."""
+    model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    try:
+        return _resume(path, model, opt, sched, scaler, gen, device)
+    except Exception as exc:  # noqa: BLE001 - any unusable file is quarantined, not fatal
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        os.replace(path, aside)
+        model.load_state_dict(model_state)
+        torch.set_rng_state(rng)
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        warnings.warn(f"checkpoint {str(path)!r} cannot be resumed ({why}); moved to "
+                      f"{str(aside)!r}, the run restarts from scratch", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def _resume(path: Path, model, opt, sched, scaler, gen, device) -> dict:

@@ -197,7 +197,7 @@ def load_source(args, out_folder=None, *, need_data: bool = True, required: bool
     activation = args.activation or (info.get("activation") if info.get("model") == name else None)
     dataset = args.dataset or info.get("dataset") or "digits"
     splits = None
-    if need_data or quick:
+    if need_data or quick or dataset not in KNOWN_SHAPES:  # e.g. imagefolder: shape from its files
         from lowbit.data import load_dataset
         splits = load_dataset(dataset, root=args.data_root, seed=args.seed)
     import torch

@@ -6,8 +6,11 @@ recorded and the sweep goes on.
 
 Re-running a sweep skips runs whose ``result.json`` says completed, early_stopped or diverged,
 re-runs failed ones, and resumes interrupted ones from their checkpoint. The tables cover the
-runs of the current config only; other run folders in ``out_dir`` are left alone. One sweep
-process per ``out_dir`` at a time.
+runs of the current config only; other run folders in ``out_dir`` are left alone. Several sweep
+processes may share one ``out_dir``: each run is trained once, by the process that claims it
+(:mod:`lowbit.experiments.claim`); the others wait for it and report its result. A damaged
+``checkpoint.pt`` in a run folder is moved aside (``checkpoint.pt.damaged-*``, with a warning in
+the run's log) and that run restarts from scratch.
 
 As with any multiprocessing code, a script that calls :func:`run_sweep` needs the
 ``if __name__ == "__main__":`` guard (children re-import the main script without running it).

@@ -54,9 +54,13 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     output folders added to the page as extra sections (:mod:`lowbit.report.sections`)."""
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
     data = load_tables(results_dir)
     runs, epochs = data["runs"], data["epochs"]
+    if runs.empty or not {"run_id", "status"} <= set(runs.columns):
+        raise ValueError(f"no runs in {str(results_dir)!r}: its runs table (results/runs.csv or "
+                         ".parquet) is missing, empty, corrupt or not a lowbit runs table; re-run "
+                         "`lowbit run` on the sweep to rebuild it")
+    out.mkdir(parents=True, exist_ok=True)
     figures = plots.make_all(runs, epochs, out)
     tables = {"Accuracy, footprint and time by precision": precision_table(runs),
               "Comparison": comparison_table(runs)}

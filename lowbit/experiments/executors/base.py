@@ -8,6 +8,12 @@ runs each one through :func:`lowbit.experiments.worker.execute` (which writes th
 ``progress.end(...)`` and calls ``finished(result)`` once per run, in this process. On any exception
 (KeyboardInterrupt included) it stops what it started and re-raises; the runner then rebuilds the
 tables from what is on disk, so a re-run resumes.
+
+Several sweep processes may share one ``out_dir``: a run is trained only by the process whose worker
+holds its claim (:mod:`lowbit.experiments.claim`). An executor checks :func:`settle` before it
+starts a run and when a worker returns :data:`~lowbit.experiments.worker.CLAIMED`: a run claimed
+elsewhere waits until its claim is free, then counts with the result the other process wrote (or,
+when that process died without one, runs here), so each process ends with the runs' real results.
 """
 from __future__ import annotations
 
@@ -16,9 +22,11 @@ from pathlib import Path
 from typing import Callable
 
 from lowbit.experiments import store
+from lowbit.experiments.claim import holder
 from lowbit.experiments.env import code_version, environment
 from lowbit.experiments.grid import RunSpec, flatten
 from lowbit.experiments.progress import Progress
+from lowbit.train import TERMINAL
 
 Finished = Callable[[dict], None]
 
@@ -47,6 +55,21 @@ def record(run_dir: Path, spec: RunSpec, why: str) -> dict:
         result = lost_result(spec, why)
         store.write_json(run_dir / store.RESULT_FILE, result)
     return result
+
+
+def settle(run_dir: Path, since: float) -> tuple[str, dict | str | None]:
+    """Where a run stands for a sweep that started at ``since`` (a ``time.time()``):
+    ``("claimed", "pid@host")`` while another process holds it; ``("done", result)`` when it is
+    finished, or another process wrote its result (failed too) after ``since``; else
+    ``("free", None)``: run it."""
+    who = holder(run_dir)
+    if who is not None:
+        return "claimed", who
+    result = store.read_result(run_dir)
+    if result is not None and (result.get("status") in TERMINAL
+                               or float(result.get("finished") or 0) >= since):
+        return "done", result
+    return "free", None
 
 
 def describe_result(result: dict) -> str:

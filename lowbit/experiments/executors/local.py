@@ -15,7 +15,10 @@ import signal
 import time
 
 from lowbit.distributed.cores import cpu_count
-from lowbit.experiments.executors.base import Executor, Finished, describe_result, record
+from lowbit.experiments.executors.base import (Executor, Finished, describe_result, record,
+                                               settle)
+from lowbit.experiments.claim import EXIT_CLAIMED
+from lowbit.experiments.grid import RunSpec
 from lowbit.experiments.progress import Progress
 
 # Imported once by the forkserver, so each run starts with these in memory: torch, lowbit, the
@@ -52,27 +55,47 @@ class LocalExecutor(Executor):
         self.jobs = jobs
 
     def run(self, cfg, todo, progress: Progress, finished: Finished) -> None:
-        out, todo = cfg.results_dir, list(todo)
+        out, todo, since = cfg.results_dir, list(todo), time.time()
         threads = max(1, cpu_count() // self.jobs)
         ctx = _context()
         events = ctx.Queue()
         active: dict[str, tuple] = {}
+        waiting: dict[str, RunSpec] = {}  # claimed by another process
+
+        def done_elsewhere(spec, result) -> None:
+            progress.end(spec.run_id, spec.label, result["status"],
+                         f"{describe_result(result)} [run by another process]".strip())
+            finished(result)
+
         try:
-            while todo or active:
+            while todo or active or waiting:
+                _check_waiting(out, waiting, todo, since, done_elsewhere)
                 while todo and len(active) < self.jobs:
                     spec = todo.pop(0)
+                    state, info = settle(out / "runs" / spec.run_id, since)
+                    if state == "done":
+                        done_elsewhere(spec, info)
+                        continue
+                    if state == "claimed":
+                        _wait_for(spec, info, waiting, progress)
+                        continue
                     proc = ctx.Process(target=_child, name=f"lowbit-run-{spec.run_id}", args=(
-                        spec.to_dict(), str(out / "runs" / spec.run_id), threads, events, os.getpid()))
+                        spec.to_dict(), str(out / "runs" / spec.run_id), threads, events,
+                        os.getpid(), since))
                     proc.start()
                     active[spec.run_id] = (proc, spec)
                     progress.start(spec.run_id, spec.label, spec.train.epochs)
-                _drain(events, progress, timeout=0.1)
+                _drain(events, progress, timeout=0.1 if active else 0.5)
                 for run_id, (proc, spec) in list(active.items()):
                     if proc.is_alive():
                         continue
                     proc.join()
                     _drain(events, progress, timeout=0)
                     del active[run_id]
+                    if proc.exitcode == EXIT_CLAIMED:  # claimed elsewhere between check and start
+                        progress.running.pop(run_id, None)
+                        waiting[run_id] = spec
+                        continue
                     result = record(out / "runs" / run_id, spec, exit_reason(proc.exitcode))
                     progress.end(run_id, spec.label, result["status"], describe_result(result))
                     finished(result)
@@ -82,6 +105,25 @@ class LocalExecutor(Executor):
             for proc, _ in active.values():
                 proc.join(5)
             raise
+
+
+def _wait_for(spec: RunSpec, who: str, waiting: dict, progress: Progress) -> None:
+    waiting[spec.run_id] = spec
+    progress.note(f"{spec.label}: claimed by {who} (another sweep process on this folder); "
+                  "waiting for its result")
+
+
+def _check_waiting(out, waiting: dict, todo: list, since: float, done_elsewhere) -> None:
+    """Runs claimed elsewhere: count those now finished, queue those whose claim is free again
+    without a result (the other process died)."""
+    for run_id, spec in list(waiting.items()):
+        state, info = settle(out / "runs" / run_id, since)
+        if state == "done":
+            del waiting[run_id]
+            done_elsewhere(spec, info)
+        elif state == "free":
+            del waiting[run_id]
+            todo.append(spec)
 
 
 def _child(*args) -> None:

@@ -12,26 +12,31 @@ Ray exposes through ``CUDA_VISIBLE_DEVICES``). Each task runs
 A worker process lost mid-run (killed, out of memory, node gone) is retried ``max_retries``
 times by Ray; the retry resumes from the run's last checkpoint. A run whose retries are all
 lost is recorded as ``failed`` with Ray's reason. A run that raises is ``failed`` as before.
-One driver per ``out_dir`` at a time, as with the local executor.
+Several drivers may share ``out_dir`` (per-run claims, as with the local executor).
 """
 from __future__ import annotations
 
 import sys
+import time
 from typing import Callable
 
 from lowbit.distributed.ray import init_ray
-from lowbit.experiments.executors.base import Executor, Finished, describe_result, record
+from lowbit.experiments.claim import CLAIMED
+from lowbit.experiments.executors.base import (Executor, Finished, describe_result, record,
+                                               settle)
 from lowbit.experiments.progress import Progress
 
 MAX_RETRIES = 2  # lost workers; a run that raises is a result, never retried
 
 
-def _run_task(spec_dict: dict, run_dir: str, threads: int, before: Callable | None) -> str:
+def _run_task(spec_dict: dict, run_dir: str, threads: int, before: Callable | None,
+              since: float | None = None) -> str:
     """Body of the Ray task: one run in a Ray worker process."""
     from lowbit.experiments.worker import execute
     if before is not None:  # test hook (e.g. kill this worker on a first attempt)
         before(spec_dict, run_dir)
-    return execute(spec_dict, run_dir, threads, events=None, sweep_pid=None, redirect=False)
+    return execute(spec_dict, run_dir, threads, events=None, sweep_pid=None, redirect=False,
+                   since=since)
 
 
 class RayExecutor(Executor):
@@ -53,16 +58,37 @@ class RayExecutor(Executor):
         task = ray.remote(_run_task).options(num_cpus=cpus, num_gpus=gpus,
                                              max_retries=self.max_retries, retry_exceptions=False)
         pending: dict = {}
-        for spec in todo:
+        since = time.time()
+        waiting = {s.run_id: s for s in todo}  # not submitted yet, or claimed by another process
+
+        def submit(spec) -> None:
             ref = task.remote(spec.to_dict(), str(out / "runs" / spec.run_id), max(1, int(cpus)),
-                              self.before_run)
+                              self.before_run, since)
             pending[ref] = spec
             progress.start(spec.run_id, spec.label, spec.train.epochs)
         try:
-            while pending:
+            while pending or waiting:
+                for run_id, spec in list(waiting.items()):
+                    state, info = settle(out / "runs" / run_id, since)
+                    if state == "claimed":
+                        continue
+                    del waiting[run_id]
+                    if state == "free":
+                        submit(spec)
+                    else:
+                        progress.end(spec.run_id, spec.label, info["status"],
+                                     f"{describe_result(info)} [run by another process]".strip())
+                        finished(info)
+                if not pending:
+                    time.sleep(0.5)
+                    continue
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in done:
                     spec = pending.pop(ref)
+                    if _returned(ray, ref) == CLAIMED:
+                        progress.running.pop(spec.run_id, None)
+                        waiting[spec.run_id] = spec
+                        continue
                     result = record(out / "runs" / spec.run_id, spec,
                                     f"ray task lost after retries: {_error(ray, ref)}")
                     progress.end(spec.run_id, spec.label, result["status"], describe_result(result))
@@ -71,6 +97,14 @@ class RayExecutor(Executor):
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
+
+
+def _returned(ray, ref):
+    """The task's return value, or None when it raised (a lost worker)."""
+    try:
+        return ray.get(ref)
+    except Exception:  # noqa: BLE001 - reported by _error
+        return None
 
 
 def _error(ray, ref) -> str | None:
