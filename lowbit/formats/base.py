@@ -93,6 +93,12 @@ class Format:
         """Whether scaled use needs a zero point (unsigned integers): scales are (scale, zero point)."""
         return False
 
+    def native_element(self, rounding: str) -> "dict | str":
+        """The native kernels' element descriptor (:mod:`lowbit.ops.native`, ``_Elem`` field -> value;
+        ``lo``/``hi`` filled in by the caller), or a one-line reason why they cannot cast this format.
+        A family the native kernels do not know keeps this default."""
+        return f"{self.kind} formats"
+
     @property
     def direct_cast_ok(self) -> bool:
         """Whether the values carry their own exponent, so an unscaled cast is meaningful."""

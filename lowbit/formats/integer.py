@@ -130,6 +130,16 @@ class IntFormat(ElementFormat):
     def value_range(self):
         return self.min, self.max
 
+    def native_element(self, rounding):
+        """Descriptor of the native kernels' integer cast (signed, round to nearest-even or to zero)."""
+        if not self.signed:
+            return f"{self.name} (asymmetric, zero point)"
+        codes = {"nearest": 0, "zero": 1}
+        if rounding not in codes:
+            return f"rounding={rounding!r}"
+        return {"kind": 1, "rounding": codes[rounding], "has_frac": int(self.frac_bits != 0),
+                "frac_mul": 2.0 ** self.frac_bits, "qmin": self.qmin, "qmax": self.qmax, "step": self.step}
+
     def cast(self, y, rounding, saturate, noise, values=None):
         return int_cast(y, self, rounding, saturate, noise)
 

@@ -188,6 +188,21 @@ class FloatFormat(ElementFormat):
     def direct_cast_ok(self) -> bool:
         return True
 
+    def native_element(self, rounding):
+        """Descriptor of the native kernels' minifloat cast (round to nearest only; fp32 bit tricks
+        need M < 23 and a clamp exponent inside fp32)."""
+        if self.man_bits >= 23 or self.emax + 2 - self.man_bits + 23 > 127:
+            return f"{self.name} (needs the integer rounding path)"
+        if rounding != "nearest":
+            return f"rounding={rounding!r} for a minifloat"
+        emin = self.emin
+        return {"kind": 0, "subnormals": int(self.subnormals), "low_emin": int(emin < -126),
+                "no_negzero": int(not self.has_negative_zero), "emin_f": (emin + 127) << 23,
+                "shift_add": (23 - self.man_bits) << 23, "ftz_c": (emin + 23 + 127) << 23,
+                "clamp_hi": 2.0 ** (self.emax + 2), "maxv": self.max,
+                "ovf": math.inf if self.has_inf else math.nan,
+                "saturate_always": int(not (self.has_inf or self.has_nan))}
+
     def cast(self, y, rounding, saturate, noise, values=None):
         return float_cast(y, self, rounding, saturate, noise)
 

@@ -146,22 +146,16 @@ def _elem(fmt, rounding: str, saturate: bool) -> _Elem:
 
     lo, hi = element_range_scaled(fmt, None)
     e = _Elem(lo=lo, hi=hi)
-    if fmt.kind == "float":
-        M, emin = fmt.man_bits, fmt.emin
-        e.kind, e.subnormals, e.low_emin = 0, int(fmt.subnormals), int(emin < -126)
-        e.saturate = int(saturate or not (fmt.has_inf or fmt.has_nan))
-        e.no_negzero = int(not fmt.has_negative_zero)
-        e.emin_f, e.shift_add, e.ftz_c = (emin + 127) << 23, (23 - M) << 23, (emin + 23 + 127) << 23
-        e.clamp_hi, e.maxv = 2.0 ** (fmt.emax + 2), fmt.max
-        e.ovf = math.inf if fmt.has_inf else math.nan
-    else:
-        e.kind, e.rounding, e.has_frac = 1, ROUND_CODES[rounding], int(fmt.frac_bits != 0)
-        e.frac_mul, e.qmin, e.qmax, e.step = 2.0 ** fmt.frac_bits, fmt.qmin, fmt.qmax, fmt.step
+    desc = fmt.native_element(rounding)       # the family's descriptor (checked by _element_ok first)
+    sat_always = desc.pop("saturate_always", None)
+    for field_name, value in desc.items():
+        setattr(e, field_name, value)
+    if sat_always is not None:
+        e.saturate = int(saturate or sat_always)
     _elem_cache[key] = e
     return e
 
 
-ROUND_CODES = {"nearest": 0, "zero": 1}
 _RULES = {"floor": 0, "ceil": 1, "rceil": 2}
 
 
@@ -186,15 +180,8 @@ def _blk(spec) -> _Blk:
 
 
 def _element_ok(fmt, rounding: str) -> str | None:
-    if fmt.kind == "float":
-        if fmt.man_bits >= 23 or fmt.emax + 2 - fmt.man_bits + 23 > 127:
-            return f"{fmt.name} (needs the integer rounding path)"
-        return None if rounding == "nearest" else f"rounding={rounding!r} for a minifloat"
-    if fmt.kind == "int":
-        if not fmt.signed:
-            return f"{fmt.name} (asymmetric, zero point)"
-        return None if rounding in ROUND_CODES else f"rounding={rounding!r}"
-    return f"{fmt.kind} formats"
+    desc = fmt.native_element(rounding)
+    return desc if isinstance(desc, str) else None
 
 
 def unsupported(x: torch.Tensor, spec, scale, noise, values) -> str | None:

@@ -152,7 +152,7 @@ def _check_scale(scale, spec: QuantSpec):
     integer in [0, qmax]). A scale that requires grad (a learnable scale) is the training loop's:
     a NaN there is a divergence, reported by the loss, not a bad argument."""
     fmt = spec.format
-    asym = fmt.kind == "int" and not fmt.signed
+    asym = fmt.asymmetric
     if asym:
         if not (isinstance(scale, (tuple, list)) and len(scale) == 2):
             raise ValueError(f"scale for unsigned format {fmt.name!r} must be a pair (scale, zero point); "
