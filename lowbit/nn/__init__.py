@@ -12,6 +12,7 @@ modules (QLinear...), quantizers (fixed), learnable (LSQ, codebooks), softmax, f
 (TorchFunctionMode handlers), hooks, surgery (quantize_model), assignment, footprint.
 """
 from .assignment import Assignment, LayerRow
+from .coverage import RecipeCoverageError, RecipeWarning
 from .defaults import default_scaling, resolve
 from .footprint import Footprint, footprint
 from .walker import discover
@@ -26,6 +27,6 @@ from .surgery import dequantize_model, quantize_model
 
 __all__ = ["Assignment", "FakeQuantizer", "Footprint", "GradQuantizer", "KINDS", "LSQQuantizer", "LayerRow",
            "LayerSpec", "LearnableCodebook", "MatmulSpec", "QConv1d", "QConv2d", "QEmbedding", "QLinear",
-           "QuantLayer", "QuantSoftmax", "Recipe", "Rule", "SlotSpec", "SoftmaxSpec", "TARGETS", "TYPE_TAGS",
+           "QuantLayer", "QuantSoftmax", "Recipe", "RecipeCoverageError", "RecipeWarning", "Rule", "SlotSpec", "SoftmaxSpec", "TARGETS", "TYPE_TAGS",
            "WeightQuantizer", "default_scaling", "dequantize_model", "discover", "footprint", "make_recipe",
            "quantize_grad", "quantize_model", "quantized_softmax", "recipe_for_precision", "resolve"]

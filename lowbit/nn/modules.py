@@ -40,7 +40,11 @@ class QuantLayer:
                            for k, v in mod.__dict__.items()})
         for name, m in zip(QUANTIZER_NAMES, (weight, input, output, grad)):
             q.register_module(name, m)
+        q.hits = {}  # slot -> times its quantizer ran (Assignment.live)
         return q
+
+    def hit(self, slot: str):
+        self.hits[slot] = self.hits.get(slot, 0) + 1
 
     def sync_to(self, mod: nn.Module) -> nn.Module:
         """Copy parameter/buffer objects and the training flag back onto the original ``mod``."""
@@ -52,15 +56,26 @@ class QuantLayer:
         return mod
 
     def _q_in(self, x):
-        return x if self.input_quantizer is None else self.input_quantizer(x)
+        if self.input_quantizer is None:
+            return x
+        self.hit("input")
+        return self.input_quantizer(x)
 
     def _q_w(self):
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        if self.weight_quantizer is None:
+            return self.weight
+        self.hit("weight")
+        return self.weight_quantizer(self.weight)
 
     def _q_out(self, y):
         if self.output_quantizer is not None:
+            self.hit("output")
             y = self.output_quantizer(y)
-        return y if self.grad_quantizer is None else self.grad_quantizer(y)
+        if self.grad_quantizer is None:
+            return y
+        if torch.is_grad_enabled() and y.requires_grad:
+            self.hit("grad")  # counted when attached; it runs in the backward pass
+        return self.grad_quantizer(y)
 
 
 class QLinear(QuantLayer, nn.Linear):

@@ -22,13 +22,19 @@ from torch import nn
 
 from .assignment import Assignment, LayerRow
 from .defaults import follows_rank, resolve
+from .functional import MHA_WEIGHTS
 from .hooks import HookQuantizers, attach
 from .walker import LayerInfo, discover, first_last_weight_layers
 from .learnable import LearnableCodebook, LSQQuantizer
 from .modules import QUANTIZED
 from .quantizers import FakeQuantizer, GradQuantizer, WeightQuantizer
+from .coverage import check_coverage, spec_for_layer
 from .recipe import Recipe
 from .specs import LayerSpec
+
+
+FAST_PATH_TYPES = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+                   nn.MultiheadAttention)
 
 
 def _act_hint(li: LayerInfo) -> int:
@@ -50,11 +56,14 @@ def resolve_layer(spec: LayerSpec | None, li: LayerInfo) -> dict:
         out["input"] = resolve(spec.input, "act", hint)
         out["output"] = resolve(spec.output, "act", hint)
         nchw = {s for s in ("input", "output", "grad") if follows_rank(getattr(spec, s))}
-    elif k == "softmax" or (ops.get("softmax") or ops.get("sdpa")):
+    elif k == "softmax" or (ops.get("softmax") or ops.get("sdpa") or ops.get("mha")):
         dim = getattr(li.module, "dim", None) if k == "softmax" else -1
         sm = spec.softmax.parts() if spec.softmax is not None else {}
         out["softmax"] = {p: resolve(sm.get(p), "act", -1 if dim is None else dim)
                           for p in ("input", "exp", "sum", "output")}
+    if ops.get("mha"):  # nn.MultiheadAttention owns its projections
+        out["weight"] = resolve(spec.weight, "weight")
+        out["input"] = resolve(spec.input, "act", -1)
     if k == "attention":
         for slot in ("attn_qk", "attn_av"):
             mm = getattr(spec, slot)
@@ -101,16 +110,31 @@ def _hook_quantizers(li: LayerInfo, r: dict, learn: dict, nchw: frozenset) -> Ho
         cats |= {c for c in ("softmax", "sdpa") if li.ops.get(c)}
     if li.kind == "softmax" and "softmax" in r:
         cats.add("softmax")
-    if "attn_qk" in r or "attn_av" in r:
-        cats |= {c for c in ("matmul", "sdpa", "softmax") if li.ops.get(c)}  # softmax orders the matmuls
+    if li.kind == "attention" and ({"softmax", "attn_qk", "attn_av"} & set(r)):
+        # all three: which one runs may depend on a run-time switch (HF's attn_implementation: eager
+        # matmuls + softmax, or SDPA); the softmax orders the matmuls
+        cats |= {"matmul", "sdpa", "softmax"}
     if li.kind in ("attention", "functional") and "output" in r:
         cats.add("act")
+    if li.ops.get("mha"):
+        cats = {"mha"}
+    weights = {}
+    if "weight" in r and li.ops.get("mha"):
+        for n in MHA_WEIGHTS:
+            w = _mha_weight(li.module, n)
+            if w is not None:
+                weights[n] = _weight_quantizer(r["weight"], learn.get("weight"), w)
     return HookQuantizers(
-        li.kind, input=_act_quantizer(r.get("input"), learn.get("act"), "input" in nchw),
+        li.kind, weights=weights, input=_act_quantizer(r.get("input"), learn.get("act"), "input" in nchw),
         output=_act_quantizer(r.get("output"), learn.get("act"), "output" in nchw), grad=r.get("grad"),
         grad_nchw="grad" in nchw,
         softmax_specs=r.get("softmax"), attn_specs={"qk": r.get("attn_qk"), "av": r.get("attn_av")},
         categories=cats, uses_softmax=bool(li.ops.get("softmax") or li.ops.get("sdpa") or li.softmax_child))
+
+
+def _mha_weight(mha: nn.MultiheadAttention, name: str):
+    """The tensor nn.MultiheadAttention passes as ``name`` to F.multi_head_attention_forward."""
+    return mha.out_proj.weight if name == "out_proj_weight" else getattr(mha, name, None)
 
 
 def _references(model: nn.Module) -> dict:
@@ -123,10 +147,14 @@ def _references(model: nn.Module) -> dict:
     return refs
 
 
-def quantize_model(model: nn.Module, recipe: Recipe, inplace: bool = True) -> Assignment:
+def quantize_model(model: nn.Module, recipe: Recipe, inplace: bool = True, strict: bool = False) -> Assignment:
     """Quantize ``model`` per ``recipe``; returns the resolved :class:`Assignment` (``.model`` is the
     quantized model: ``model`` itself, or a deep copy when ``inplace=False``). Raises ValueError if
-    the model is already quantized (call :func:`dequantize_model` first)."""
+    the model is already quantized (call :func:`dequantize_model` first).
+
+    A rule that matches no layer, or a slot a rule sets that none of its layers has, gives a
+    :class:`~lowbit.nn.coverage.RecipeWarning`; ``strict=True`` raises
+    :class:`~lowbit.nn.coverage.RecipeCoverageError` instead, before the model is changed."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a lowbit.nn.Recipe, got {type(recipe).__name__} "
                         f"(build one with make_recipe or recipe_for_precision)")
@@ -137,10 +165,12 @@ def quantize_model(model: nn.Module, recipe: Recipe, inplace: bool = True) -> As
     layers = discover(model)
     keep = first_last_weight_layers(layers) if recipe.keep_first_last else set()
     asg = Assignment(model, [], recipe)
-    plan = []
+    plan, used, resolved = [], {}, {}
     for li in layers:
-        spec = None if li.name in keep else recipe.lookup(li.name, li.tags, li.kind)
+        spec = spec_for_layer(recipe, li, used)
+        spec = None if li.name in keep else spec
         r = resolve_layer(spec, li)
+        resolved[li.name] = r
         nchw = r.pop("_nchw", frozenset())
         learn = {"weight": spec.learn_weight, "act": spec.learn_act} if spec is not None else {}
         learn = {k: v for k, v in learn.items() if v and (k == "act" or "weight" in r)}
@@ -148,6 +178,7 @@ def quantize_model(model: nn.Module, recipe: Recipe, inplace: bool = True) -> As
             asg.rows.append(LayerRow(li, r, learn))
         if r:
             plan.append((li, r, learn, nchw))
+    check_coverage(recipe, used, resolved, strict)
     _apply(model, plan, asg)
     model.__dict__["_lowbit_assignment"] = asg
     return asg
@@ -165,10 +196,25 @@ def _apply(model: nn.Module, plan: list, asg: Assignment):
             for parent, cname in where:
                 parent._modules[cname] = q
             asg._replaced.append((where, li.module, q))
+            asg._counters[li.name] = q.hits
+    hooked = set()
     for li, r, learn, nchw in reversed(plan):  # children before parents
         if li.kind != "weight":
             hq = _hook_quantizers(li, r, learn, nchw)
             asg._hooked.append((li.module, attach(li.module, hq)))
+            asg._counters[li.name] = hq.hits
+            hooked.add(id(li.module))
+    if plan:
+        _guard_fast_paths(model, hooked, asg)
+
+
+def _guard_fast_paths(model: nn.Module, hooked: set, asg: Assignment):
+    """Torch's Transformer layers and MultiheadAttention have fused eval-mode fast paths that read the
+    float weights directly and skip the quantized layers; a pass-through mode active during their
+    forward turns them off (they check ``has_torch_function``). Modules already hooked have a mode."""
+    for _, m in reversed(list(model.named_modules())):
+        if isinstance(m, FAST_PATH_TYPES) and id(m) not in hooked:
+            asg._hooked.append((m, attach(m, HookQuantizers("other", guard=True))))
 
 
 def dequantize_model(model: nn.Module) -> nn.Module:
