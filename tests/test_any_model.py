@@ -152,7 +152,7 @@ def _hf(name, impl):
     return tr.GPT2Model(cfg).eval(), torch.randint(0, 50, (2, 7))
 
 
-HF_SLOTS = [(m, s) for m in ("bert", "vit", "gpt2") for s in SLOTS if not (m == "gpt2" and s == "inputs")]
+HF_SLOTS = [(m, s) for m in ("bert", "vit", "gpt2") for s in SLOTS]
 
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
@@ -167,9 +167,27 @@ def test_hugging_face_every_slot(name, slot, impl):
         assert {r.type for r in asg.rows if r.format("output")} & {"GELUActivation", "NewGELUActivation"}
 
 
-def test_gpt2_conv1d_inputs_are_reported_not_silently_dropped():
-    """GPT-2's projections are transformers' Conv1D, not nn.Linear: lowbit does not quantize them yet,
-    and says so instead of silently doing nothing."""
-    model, _ = _hf("gpt2", "eager")
-    with pytest.raises(RecipeCoverageError, match="input"):
-        quantize_model(model, make_recipe(inputs="int8"), strict=True)
+@pytest.mark.parametrize("fmt", ["int4", "mxfp4"])
+def test_gpt2_conv1d_quantizes_as_the_linear_it_is(fmt):
+    """HF's Conv1D stores W as (in, out): quantized, it must equal nn.Linear with W^T quantized the
+    Linear way (per output channel / blocks along the inputs), and cost must count its MACs."""
+    pytest.importorskip("transformers")
+    from transformers.pytorch_utils import Conv1D
+
+    from lowbit.cost import profile_layers
+    torch.manual_seed(0)
+    conv = nn.Sequential(Conv1D(24, 64))
+    lin = nn.Sequential(nn.Linear(64, 24))
+    with torch.no_grad():
+        conv[0].weight.normal_()
+        lin[0].weight.copy_(conv[0].weight.t())
+        lin[0].bias.copy_(conv[0].bias)
+    x = torch.randn(2, 5, 64)
+    rec = make_recipe(weights=fmt, inputs="int8")
+    asg = quantize_model(conv, rec)
+    quantize_model(lin, rec)
+    torch.testing.assert_close(conv(x), lin(x), rtol=1e-5, atol=1e-5)
+    assert asg["0"].type == "Conv1D" and asg["0"].format("weight") == fmt
+    assert [li.macs for li in profile_layers(conv, (1, 5, 64))] == [5 * 64 * 24]
+
+

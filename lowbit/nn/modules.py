@@ -109,3 +109,28 @@ class QEmbedding(QuantLayer, nn.Embedding):
 
 
 QUANTIZED = {nn.Linear: QLinear, nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Embedding: QEmbedding}
+
+
+def is_hf_conv1d(m: nn.Module) -> bool:
+    """Hugging Face's ``transformers.pytorch_utils.Conv1D`` (GPT-2's projections): a Linear whose
+    weight is stored transposed, (in_features, out_features), applied as ``addmm(b, x, W)``.
+    Recognised by class name and module (exact type), so lowbit does not import transformers."""
+    t = type(m)
+    return t.__name__ == "Conv1D" and t.__module__.startswith("transformers.")
+
+
+def _hf_conv1d_forward(self, x: torch.Tensor) -> torch.Tensor:
+    size_out = x.size()[:-1] + (self.nf,)
+    x = self._q_in(x)
+    y = torch.addmm(self.bias, x.reshape(-1, x.size(-1)), self._q_w())
+    return self._q_out(y.view(size_out))
+
+
+def quantized_class(m: nn.Module) -> type | None:
+    """The quantized subclass for ``m``'s exact type (None: not a quantizable weight layer). The one
+    for HF's Conv1D is made on first use; its weight spec has its channel axis on dim 1."""
+    t = type(m)
+    if t not in QUANTIZED and is_hf_conv1d(m):
+        QUANTIZED[t] = type("QHFConv1D", (QuantLayer, t), {"float_type": t, "forward": _hf_conv1d_forward,
+                                                           "__module__": __name__, "__qualname__": "QHFConv1D"})
+    return QUANTIZED.get(t)

@@ -26,7 +26,7 @@ from .functional import MHA_WEIGHTS
 from .hooks import HookQuantizers, attach
 from .walker import LayerInfo, discover, first_last_weight_layers
 from .learnable import LearnableCodebook, LSQQuantizer
-from .modules import QUANTIZED
+from .modules import quantized_class
 from .quantizers import FakeQuantizer, GradQuantizer, WeightQuantizer
 from .coverage import check_coverage, spec_for_layer
 from .recipe import Recipe
@@ -41,6 +41,15 @@ def _act_hint(li: LayerInfo) -> int:
     return 1 if "conv" in li.tags else -1
 
 
+def _weight_spec(s, li: LayerInfo):
+    """The resolved weight spec; HF's Conv1D stores its weight as (in, out), so its default axes swap
+    (channel scales per output column, groups and blocks along the input rows)."""
+    q = resolve(s, "weight")
+    if q is not None and li.type == "Conv1D" and "axis" not in dict(s.fields) and q.scaling != "tensor":
+        q = q.replace(axis=1 if q.scaling == "channel" else 0)
+    return q
+
+
 def resolve_layer(spec: LayerSpec | None, li: LayerInfo) -> dict:
     """{slot: resolved spec} for the slots ``li``'s kind supports (module docstring)."""
     if spec is None:
@@ -48,7 +57,7 @@ def resolve_layer(spec: LayerSpec | None, li: LayerInfo) -> dict:
     k, ops, hint = li.kind, li.ops, _act_hint(li)
     out = {"grad": resolve(spec.grad, "grad", hint)}
     if k == "weight":
-        out["weight"] = resolve(spec.weight, "weight")
+        out["weight"] = _weight_spec(spec.weight, li)
         if not isinstance(li.module, nn.Embedding):
             out["input"] = resolve(spec.input, "act", hint)
         out["output"] = resolve(spec.output, "act", hint)
@@ -97,7 +106,7 @@ def _act_quantizer(spec, learn, nchw=False):
 
 
 def _quantized_layer(li: LayerInfo, r: dict, learn: dict) -> nn.Module:
-    cls = QUANTIZED[type(li.module)]
+    cls = quantized_class(li.module)
     return cls.from_float(
         li.module, weight=_weight_quantizer(r.get("weight"), learn.get("weight"), li.module.weight),
         input=_act_quantizer(r.get("input"), learn.get("act")), output=_act_quantizer(r.get("output"), learn.get("act")),

@@ -5,7 +5,8 @@ the work of a forward pass), search, footprint and export all read these records
 Kinds (``LayerInfo.kind``), the layers quantization acts on:
 
     ``weight``      nn.Linear, nn.Conv1d, nn.Conv2d (incl. depthwise), nn.Embedding (exact types;
-                    subclasses may override forward, so they are left alone)
+                    subclasses may override forward, so they are left alone), and Hugging Face's
+                    Conv1D (GPT-2; a Linear with its weight stored as (in, out))
     ``activation``  torch.nn activation modules (ReLU, GELU, SiLU, PReLU, Hardswish, ...)
     ``softmax``     nn.Softmax
     ``attention``   nn.MultiheadAttention, or a module whose own ``forward`` calls
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 import torch.nn.modules.activation as _act
 from torch import nn
 
-from .modules import QUANTIZED, QuantLayer
+from .modules import QuantLayer, quantized_class
 
 WEIGHT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 
@@ -87,7 +88,7 @@ class LayerInfo:
 
     @property
     def is_conv(self) -> bool:
-        return self.type.startswith("Conv")
+        return self.type in ("Conv1d", "Conv2d")
 
 
 def _codes(code):
@@ -158,7 +159,7 @@ def _is_torch_module(m: nn.Module) -> bool:
 
 def classify(m: nn.Module) -> tuple[str | None, dict, bool]:
     """(kind or None, forward ops, has a child nn.Softmax) of one module."""
-    if type(m) in QUANTIZED:
+    if quantized_class(m) is not None:
         return "weight", {}, False
     if isinstance(m, nn.Softmax):
         return "softmax", {}, False
@@ -195,16 +196,21 @@ def tags_of(m: nn.Module, kind: str) -> frozenset:
     return frozenset(tags)
 
 
+def is_hf_conv1d_type(m: nn.Module) -> bool:
+    """HF's Conv1D or lowbit's quantized subclass of it."""
+    return any(t.__name__ == "Conv1D" and t.__module__.startswith("transformers.") for t in type(m).__mro__)
+
+
 def _float_type(m: nn.Module) -> str:
     for t in WEIGHT_TYPES:
         if isinstance(m, t):
             return t.__name__
-    return type(m).__name__
+    return "Conv1D" if is_hf_conv1d_type(m) else type(m).__name__
 
 
 def _record(name: str, m: nn.Module, kind, ops, softmax_child) -> LayerInfo:
     w = getattr(m, "weight", None)
-    is_weight = isinstance(m, WEIGHT_TYPES)
+    is_weight = isinstance(m, WEIGHT_TYPES) or is_hf_conv1d_type(m)
     groups = int(getattr(m, "groups", 1)) if is_weight else 1
     depthwise = isinstance(m, (nn.Conv1d, nn.Conv2d)) and groups > 1 and groups == m.in_channels
     return LayerInfo(name, m, kind, tags_of(m, kind) if kind else frozenset(), ops, softmax_child,
@@ -226,7 +232,7 @@ def walk(model: nn.Module) -> list[LayerInfo]:
             kind, ops, softmax_child = "weight", {}, False  # an already quantized weight layer
         else:
             kind, ops, softmax_child = classify(m)
-        if kind is not None or isinstance(m, WEIGHT_TYPES):
+        if kind is not None or isinstance(m, WEIGHT_TYPES) or is_hf_conv1d_type(m):
             out.append(_record(name, m, kind, ops, softmax_child))
     return out
 
