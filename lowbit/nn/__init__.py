@@ -7,9 +7,10 @@
     dequantize_model(model)                           # exactly the original again
 
 Files: specs (LayerSpec, SoftmaxSpec, MatmulSpec, SlotSpec), defaults (scaling per role), recipe
-(Rule, Recipe), presets (make_recipe, recipe_for_precision), layers (finding/classifying layers),
+(Rule, Recipe), presets (make_recipe, recipe_for_precision), walker (finding/classifying layers),
 modules (QLinear...), quantizers (fixed), learnable (LSQ, codebooks), softmax, functional
-(TorchFunctionMode handlers), hooks, surgery (quantize_model), assignment, footprint.
+(TorchFunctionMode handlers), mha (nn.MultiheadAttention decomposed), hooks, coverage (recipe
+rules/slots that take no effect), surgery (quantize_model), assignment, footprint.
 """
 from .assignment import Assignment, LayerRow
 from .coverage import RecipeCoverageError, RecipeWarning

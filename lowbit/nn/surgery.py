@@ -12,7 +12,13 @@ resolve each slot the layer kind supports into a full QuantSpec (:mod:`lowbit.nn
 Slots per kind (others are dropped, so the Assignment only lists what changes the numerics):
 weight: weight, input (not Embedding), output, grad; activation / other: input, output, grad;
 softmax: softmax, grad; attention: softmax (functional/SDPA), attn_qk, attn_av, output (functional
-activations), grad; functional: softmax, output (functional activations), grad.
+activations), grad, and for nn.MultiheadAttention also weight and input (its projections, see
+:mod:`lowbit.nn.mha`); functional: softmax, output (functional activations), grad.
+
+Torch's Transformer layers and MultiheadAttention get a pass-through mode during their forward,
+which switches off their fused fast paths (:func:`_guard_fast_paths`). Recipe coverage (rules or
+slots that take no effect) is checked before any surgery (:mod:`lowbit.nn.coverage`); each
+quantized layer counts how often each slot's quantizer ran (``Assignment.live``).
 """
 from __future__ import annotations
 
