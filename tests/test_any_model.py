@@ -191,3 +191,22 @@ def test_gpt2_conv1d_quantizes_as_the_linear_it_is(fmt):
     assert [li.macs for li in profile_layers(conv, (1, 5, 64))] == [5 * 64 * 24]
 
 
+
+
+@pytest.mark.parametrize("name", ["encoder", "gpt2"])
+def test_state_dict_deepcopy_and_undo(name):
+    model, x = (_encoder("eval"), torch.randn(2, 5, 16)) if name == "encoder" else _hf("gpt2", "eager")
+    out_of = (lambda y: y) if name == "encoder" else (lambda y: y.last_hidden_state)
+    with torch.no_grad():
+        ref = out_of(model(x))
+    keys = list(model.state_dict())
+    asg = quantize_model(model, make_recipe(weights="int4", inputs="int8", softmax="fp8_e4m3",
+                                            attention="fp8_e4m3", activations="int8"))
+    assert list(model.state_dict()) == keys
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        q = out_of(model(x))
+        assert torch.equal(out_of(twin(x)), q) and not torch.equal(q, ref)
+    asg.undo()
+    with torch.no_grad():
+        assert torch.equal(out_of(model(x)), ref)
