@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from lowbit.export import UnsupportedLayerError, cli_export, export_c
-from lowbit.export.c_build import host_cc, riscv_available, run_host, run_riscv
-from lowbit.export.c_graph import trace
-from lowbit.export.c_integer import pack_weights, quantize_multiplier, unpack_weights
-from lowbit.export.c_reference import run_float
+from lowbit.export.c.build import host_cc, riscv_available, run_host, run_riscv
+from lowbit.export.c.graph import trace
+from lowbit.export.c.integer import pack_weights, quantize_multiplier, unpack_weights
+from lowbit.export.c.reference import run_float
 
 needs_cc = pytest.mark.skipif(host_cc() is None, reason="no host C compiler (cc/gcc/clang)")
 
@@ -145,7 +145,7 @@ def test_golden_files_versioned_and_diff_catches_a_change(tmp_path):
     for f in ("model.h", "model.c", "golden.h", "main.c", "manifest.json"):
         assert (tmp_path / f).is_file()
     h = (tmp_path / "model.h").read_text()
-    assert "#define LOWBIT_MODEL_FORMAT_VERSION 1" in h and "const uint32_t w_0" in h
+    assert "#define LOWBIT_MODEL_FORMAT_VERSION 2" in h and "const uint32_t w_0" in h
     assert "int model_infer(const int8_t *in, int8_t *out);" in h
     c = (tmp_path / "model.c").read_text()
     assert "malloc" not in c and "float" not in c and "double" not in c
@@ -251,11 +251,18 @@ def test_instruction_table_feeds_the_cost_model(tmp_path):
 
 @pytest.mark.skipif(riscv_available() is not None, reason=f"RISC-V toolchain: {riscv_available()}")
 def test_measure_instructions_on_riscv(tmp_path):
-    from lowbit.export.c_export import measure_instructions
+    from lowbit.export.c.measure import measure_instructions
 
     m = mlp()
     x = torch.rand(16, 1, 8, 8)
-    table = measure_instructions(m, x, x, tmp_path, bits=(2, 8))
+    tables = measure_instructions(m, x, x, tmp_path, bits=(2, 8))
     weight_layers = {n for n, mod in m.named_modules() if isinstance(mod, nn.Linear)}
-    assert set(table.layers) == weight_layers
-    assert all(set(per) == {2, 8} and all(c > 0 for c in per.values()) for per in table.layers.values())
+    assert set(tables) == {"rv32imc", "rv32imc_xlbmac"}
+    for table in tables.values():
+        assert set(table.layers) == weight_layers == set(table.cycles)
+        assert all(set(per) == {2, 8} and all(c > 0 for c in per.values()) for per in table.layers.values())
+    from lowbit.cost import InstructionTable
+    back = InstructionTable.from_file(tmp_path / "instructions.json", "rv32imc")
+    assert back.layers == tables["rv32imc"].layers and back.cycles == tables["rv32imc"].cycles
+    with pytest.raises(ValueError, match="program 'nope' is not in the instruction table"):
+        InstructionTable.from_file(tmp_path / "instructions.json", "nope")

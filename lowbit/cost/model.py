@@ -24,6 +24,8 @@ Per layer (``CostReport.rows``), per sample:
     instructions     macs / SIMD lanes: a 32-bit word holds 32 / b' weights, b' = the weight width
                      rounded up to a power of two (16 for 2-bit, 8 for 4-bit, 4 for 8-bit, 1 for
                      fp32), the RISC-V seed's cost proxy for small cores with packed-SIMD MACs
+    cycles           only with a measured InstructionTable (lowbit export c --measure-instructions):
+                     the layer's cycles on the stated core model (lowbit.export.c.cycles), else 0
 
 ``total`` sums the rows plus ``(other parameters)`` (norms etc., fp32; their memory energy is counted),
 with ``peak_act_bytes`` the maximum. In the relative energy model the ``energy_*_pj`` fields hold
@@ -43,7 +45,7 @@ from .energy import EnergyModel
 from .profile import LayerInfo  # lowbit.nn.walker's record
 
 SUMMED = ("macs", "params", "weight_bits", "weight_bytes", "fp32_bytes", "bitops", "act_bytes",
-          "energy_mac_pj", "energy_wmem_pj", "energy_amem_pj", "energy_mem_pj", "energy_pj", "instructions")
+          "energy_mac_pj", "energy_wmem_pj", "energy_amem_pj", "energy_mem_pj", "energy_pj", "instructions", "cycles")
 
 
 def _spec(value, role: str, hint: int = -1) -> QuantSpec | None:
@@ -124,9 +126,10 @@ def _layer_row(li: LayerInfo, plan: LayerPlan, energy: EnergyModel, instructions
         is_model = False
     act_in, act_out = li.in_numel * a_pe, li.out_numel * a_pe
     lanes = simd_lanes(wbits)
-    instr = li.macs / lanes
+    instr, cycles = li.macs / lanes, 0.0
     if instructions is not None and li.macs:
         instr = instructions.lookup(li.name, ws.format if ws is not None else None)
+        cycles = instructions.lookup_cycles(li.name, ws.format if ws is not None else None)
     return {"name": li.name, "type": li.type, "weight": _name(ws), "act": _name(as_),
             "weight_scaling": ws.scaling if ws else "none", "w_bits": wbits, "a_bits": abits,
             "macs": li.macs, "params": li.params, "element_bits": eb, "scale_bits": sb, "bias_bits": bb,
@@ -135,7 +138,7 @@ def _layer_row(li: LayerInfo, plan: LayerPlan, energy: EnergyModel, instructions
             "bitops": li.macs * wbits * abits, "act_in_bits": act_in, "act_out_bits": act_out,
             "act_bytes": (act_in + act_out) / 8, "peak_act_bytes": (act_in + act_out) / 8,
             "mac_energy_pj": mac_e, "energy_mac_pj": li.macs * mac_e, "energy_is_model": bool(is_model),
-            "simd_lanes": lanes, "instructions": instr, "energy_unit": energy.unit}
+            "simd_lanes": lanes, "instructions": instr, "cycles": cycles, "energy_unit": energy.unit}
 
 
 def model_cost(layers, plan: dict | None = None, energy=None, *, other_params: int | None = None,
@@ -172,7 +175,7 @@ def model_cost(layers, plan: dict | None = None, energy=None, *, other_params: i
                      "fp32_bytes": 4 * n_other, "compression": 1.0, "bitops": 0, "act_in_bits": 0.0,
                      "act_out_bits": 0.0, "act_bytes": 0.0, "peak_act_bytes": 0.0, "mac_energy_pj": 0.0,
                      "energy_mac_pj": 0.0, "energy_is_model": False, "simd_lanes": 1, "instructions": 0.0,
-                     "energy_unit": energy.unit})
+                     "cycles": 0.0, "energy_unit": energy.unit})
     w_total = sum(r["weight_bytes"] for r in rows)
     a_peak = max((r["peak_act_bytes"] for r in rows), default=0.0)
     w_level, a_level = energy.level(w_total)[0], energy.level(a_peak)[0]
@@ -186,6 +189,7 @@ def model_cost(layers, plan: dict | None = None, energy=None, *, other_params: i
     total = {k: sum(r[k] for r in rows) for k in SUMMED}
     if instructions is not None:
         total["instructions"] += instructions.fixed
+        total["cycles"] += instructions.fixed_cycles
     total["instructions_source"] = "measured" if instructions is not None else "proxy"
     wb = total["weight_bytes"]
     total.update(name="total", compression=total["fp32_bytes"] / wb if wb else 1.0,

@@ -1,6 +1,6 @@
 """Deployment exports, each checked against a Python golden model.
 
-* ``c`` (this package's :mod:`lowbit.export.c_export`): integer-only C99 for host and RV32IMC.
+* ``c`` (:mod:`lowbit.export.c`): integer-only C99 for host, RV32IMC and RV32IMC + Xlbmac.
 * ``onnx`` / ``packed``: :mod:`lowbit.export.onnx` / :mod:`lowbit.export.packed` (separate modules).
 
 ``cli_export(argv)`` dispatches ``lowbit export c|onnx|packed ...``.
@@ -12,12 +12,11 @@ import sys
 
 from lowbit.registry import Registry
 
-from .c_export import cli_c, export_c
-from .c_graph import UnsupportedLayerError
+from .c import UnsupportedLayerError, cli_c, export_c
 
 # target -> (module, command function); modules are imported on use (onnx needs the onnx package)
 EXPORTERS = Registry("export target", ordered=True)
-EXPORTERS.add("c", ("lowbit.export.c_export", "cli_c"))
+EXPORTERS.add("c", ("lowbit.export.c.cli", "cli_c"))
 EXPORTERS.add("onnx", ("lowbit.export.onnx", "cli_onnx"))
 EXPORTERS.add("packed", ("lowbit.export.packed", "cli_packed"))
 

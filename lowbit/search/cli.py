@@ -53,7 +53,7 @@ def _common(prog: str, description: str) -> _Parser:
     return p
 
 
-def _model_and_data(args):
+def _model_and_data(args, check=None):
     if args.eval_samples is not None and args.eval_samples < 1:
         raise UsageError(f"--eval-samples {args.eval_samples} is not allowed; allowed: an integer >= 1")
     import yaml
@@ -76,6 +76,8 @@ def _model_and_data(args):
                              img_size=splits.img_size, **kwargs)
     except TypeError as exc:
         raise UsageError(f"--model-kwargs {args.model_kwargs!r} does not fit model {args.model}: {exc}") from None
+    if check is not None:
+        check(model, splits)      # e.g. the C export's supported layers, before any training
     if args.checkpoint:
         _load(model, args.checkpoint)
     elif args.train_quick:
@@ -122,7 +124,8 @@ def _space(model, splits, args):
         import dataclasses
 
         from lowbit.cost import InstructionTable
-        space = dataclasses.replace(space, instructions=InstructionTable.from_file(args.instructions_table))
+        table = InstructionTable.from_file(args.instructions_table, getattr(args, "program", "rv32imc_xlbmac"))
+        space = dataclasses.replace(space, instructions=table)
     return space
 
 
@@ -206,6 +209,14 @@ def _search_parser() -> _Parser:
     p.add_argument("--instructions-table", default=None, metavar="FILE",
                    help="measured instruction counts (lowbit export c --measure-instructions) for the "
                         "instructions objective/budget, instead of the MACs / SIMD-lanes proxy")
+    p.add_argument("--target", choices=("fake-quant", "c"), default=None,
+                   help="what is scored: fake-quant (default) or c, the integer-only C export's arithmetic "
+                        "(per-tensor int2/4/8 weights, 8-bit activations, integer requantization; calibrated "
+                        "on the first --calib-samples train samples as lowbit export c); default c with "
+                        "--objective cycles")
+    p.add_argument("--calib-samples", type=int, default=256, help="--target c: calibration samples (default 256)")
+    p.add_argument("--program", choices=("rv32imc_xlbmac", "rv32imc"), default="rv32imc_xlbmac",
+                   help="which program's counts of a version 2 --instructions-table to use (default the Xlbmac one)")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="where evaluations run: local processes (--workers) or Ray tasks (pip install 'lowbit[ray]')")
     p.add_argument("--address", default=None, help="Ray cluster address for --executor ray (default: start Ray here)")
@@ -277,11 +288,12 @@ def _search(argv) -> int:
                              f"allowed: an integer >= {lo}")
     options = _options(args)
     parse_choices(args.formats, args.act)
+    target = _target(args, objective)
     energy = _energy(args.energy)
-    model, splits = _model_and_data(args)
+    model, splits = _model_and_data(args, _c_check if target == "c" else None)
     space = _space(model, splits, args)
     data = EvalData.from_splits(splits, args.eval_split, args.eval_samples)
-    with Evaluator(model, data, workers=args.workers, executor=args.executor, address=args.address) as ev:
+    with _evaluator(target, model, splits, data, args) as ev:
         problem = Problem(model, space, ev, objective, budgets, args.max_acc_drop, energy, seed=args.seed)
         result = run_search(problem, args.strategy, finetune_epochs=args.finetune_epochs, splits=splits, **options)
     paths = result.save(args.out)
@@ -289,8 +301,56 @@ def _search(argv) -> int:
         problem.sensitivity.to_csv(Path(args.out) / "sensitivity.csv", index=False)
     page = render_search_report(args.out)
     _print_result(result, args, space)
+    if args.instructions_table:
+        _print_speedup(result, space, args.instructions_table)
     print(f"wrote {', '.join(str(v) for v in paths.values())}, {page}")
     return 0
+
+
+def _target(args, objective) -> str:
+    target = args.target or ("c" if objective == "cycles" else "fake-quant")
+    if objective in ("cycles",) and not args.instructions_table:
+        raise UsageError("--objective cycles needs --instructions-table FILE (lowbit export c --measure-instructions)")
+    if target == "c":
+        bad = [c.label for c in parse_choices(args.formats, args.act) if c.act is not None or c.weight not in
+               ("int2", "int4", "int8")]
+        if bad:
+            raise UsageError(f"--formats {bad[0]!r} is not allowed with --target c; allowed: int2, int4, int8 "
+                             f"(weights; the C export's activations are 8-bit)")
+        if args.workers != 1 or args.executor != "local" or args.finetune_epochs:
+            raise UsageError("--target c evaluates in this process; allowed: --workers 1, --executor local, "
+                             "--finetune-epochs 0")
+    return target
+
+
+def _c_check(model, splits):
+    from lowbit.export.c.graph import trace
+    trace(model, (splits.in_chans, splits.img_size, splits.img_size))
+
+
+def _evaluator(target, model, splits, data, args):
+    from .evaluate import Evaluator
+    if target != "c":
+        return Evaluator(model, data, workers=args.workers, executor=args.executor, address=args.address)
+    from lowbit.data import normalize
+    from lowbit.export.c.evaluate import IntegerEvaluator
+    calib = normalize(splits.train.x[:args.calib_samples], splits.mean, splits.std)
+    return IntegerEvaluator(model, data, calib)
+
+
+def _print_speedup(result, space, path):
+    """Cycles of the chosen assignment in both programs of a version 2 table, and their ratio."""
+    from lowbit.cost import InstructionTable, model_cost
+    from .costing import plan_of
+    plan = plan_of(space, result.choice)
+    layers = space.profile if space.profile is not None else list(space.layers)
+    try:
+        tabs = {p: InstructionTable.from_file(path, p) for p in ("rv32imc", "rv32imc_xlbmac")}
+    except ValueError:
+        return   # a version 1 table: one program only
+    cyc = {p: model_cost(layers, plan, instructions=t).total["cycles"] for p, t in tabs.items()}
+    print(f"chosen assignment, measured cycles per inference: RV32IMC {cyc['rv32imc']:,.0f}, RV32IMC + Xlbmac "
+          f"{cyc['rv32imc_xlbmac']:,.0f}: speed-up {cyc['rv32imc'] / cyc['rv32imc_xlbmac']:.2f}x ({path})")
 
 
 def _print_result(result, args, space):

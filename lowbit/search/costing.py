@@ -8,6 +8,8 @@ Metrics (the search objectives and budgets):
     instructions  instructions  (MACs / SIMD packing factor per sample, or counts measured on RV32IMC
                                  when the space carries an InstructionTable: lowbit export c
                                  --measure-instructions, lowbit search --instructions-table)
+    cycles        cycles        (measured with that table only: the program's cycles on the stated
+                                 core model, lowbit.export.c.cycles; 0 without a table)
 
 :func:`cost_of` asks ``lowbit.cost.model_cost`` for one assignment (exact). :class:`CostTable`
 decomposes the totals per layer and choice (``per_layer[m][l, k]`` plus a constant ``base[m]``)
@@ -23,8 +25,10 @@ import numpy as np
 
 from lowbit.cost import LayerPlan, model_cost, profile_layers
 
-METRICS = {"size": "weight_bytes", "bitops": "bitops", "energy": "energy_pj", "instructions": "instructions"}
-UNITS = {"size": "bytes", "bitops": "bit-ops/sample", "energy": "pJ/sample", "instructions": "instr/sample"}
+METRICS = {"size": "weight_bytes", "bitops": "bitops", "energy": "energy_pj", "instructions": "instructions",
+           "cycles": "cycles"}
+UNITS = {"size": "bytes", "bitops": "bit-ops/sample", "energy": "pJ/sample", "instructions": "instr/sample",
+         "cycles": "cycles/sample"}
 # energy is not exactly additive: lowbit.cost reads the weights from the memory level that holds the
 # whole model (8 KB / 32 KB / 1 MB SRAM or DRAM), so a layer's memory energy depends on the others.
 

@@ -9,7 +9,8 @@ Numeric contract (``/work/shared/numerics.md``, integer-only inference):
 * requantization: M = s_in * s_w / s_out = q * 2^-n, y = clamp((acc * q + 2^(n-1)) >> n) (arithmetic
   shift: round half up) to [0, 255] or [-128, 127] (ReLU6: upper bound round(6 / s_out)). ``width`` 31:
   q in [2^30, 2^31) (TFLite/gemmlowp style); 7: q in [64, 128] (narrow multiplier for small cores).
-* pools keep the scale: max, or average as sum / count rounded half away from zero.
+* pools keep the scale: max (cells outside the map, from padding or ceil_mode, are skipped), or average
+  as sum / count rounded half away from zero.
 * residual add: y = clamp(rq(a, M_a) + rq(b, M_b)) with M_a = s_a / s_out, M_b = s_b / s_out.
 * packing: each output channel's weight row (cin/groups * kh * kw codes) is zero-padded to a multiple of
   32 / b fields (a multiple of 4), then packed into uint32 words, most significant field first:
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .c_graph import Graph, activations
+from .graph import Graph, activations
 
 OPS = {"conv": 0, "pool_max": 1, "pool_avg": 2, "add": 3, "relu": 4}
 
@@ -156,7 +157,7 @@ def build_qmodel(model, graph: Graph, calib_x: torch.Tensor, bits, width: int = 
                 raise ValueError(f"layer {op.name!r}: global average pooling of a non-square "
                                  f"{ins[0].shape[1]}x{ins[0].shape[2]} map is not supported; supported: square maps")
             v = values[op.output] = Value(shape, ins[0].signed and op.kind != "relu", ins[0].scale)
-            ql = QLayer(op.kind, op.name, op.inputs, op.output, stride=op.stride,
+            ql = QLayer(op.kind, op.name, op.inputs, op.output, stride=op.stride, padding=op.padding,
                         kernel=op.kernel if op.kernel > 0 else ins[0].shape[1])
             ql.lo, ql.hi = _clamp(v, op.act)
             layers.append(ql)

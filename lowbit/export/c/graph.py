@@ -3,7 +3,7 @@
 The graph IR is a list of :class:`Op` over named values (CHW tensors of one sample). Supported:
 Linear, Conv2d (stride, padding, groups incl. depthwise/pointwise), BatchNorm folded into the
 preceding Conv2d/Linear, ReLU/ReLU6 (fused into the producing op as a clamp, or standalone),
-MaxPool2d/AvgPool2d (no padding), AdaptiveAvgPool2d(1), flatten, residual add, Dropout/Identity
+MaxPool2d (with padding and ceil_mode), AvgPool2d (no padding), AdaptiveAvgPool2d(1), flatten, residual add, Dropout/Identity
 (removed). Anything else raises :class:`UnsupportedLayerError` naming the node.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 SUPPORTED = ("Linear, Conv2d (stride/padding/groups), BatchNorm after Conv2d/Linear, ReLU, ReLU6, "
-             "MaxPool2d, AvgPool2d (no padding), AdaptiveAvgPool2d(1), flatten, residual add, Dropout, Identity")
+             "MaxPool2d (padding, ceil_mode), AvgPool2d (no padding), AdaptiveAvgPool2d(1), flatten, residual add, Dropout, Identity")
 
 
 class UnsupportedLayerError(ValueError):
@@ -117,7 +117,8 @@ def trace(model: nn.Module, input_shape: tuple[int, int, int]) -> Graph:
             _emit(Op("add", node.name, args, node.name, extra={"fx": node.name}), ops, alias, producer)
         else:  # conv / linear / pools
             op = info
-            op.name, op.inputs, op.output, op.extra = node.name, [src], node.name, {"fx": node.name}
+            op.name, op.inputs, op.output = node.name, [src], node.name
+            op.extra = {**op.extra, "fx": node.name}
             if node.op == "call_module":
                 op.extra["module"] = node.target  # the module path, e.g. "features.0.0" (fx: features_0_0)
             _emit(op, ops, alias, producer)
@@ -166,14 +167,18 @@ def _classify(node: fx.Node, mods: dict) -> tuple[str, object]:
             return "conv", Op("conv", "", [], "", weight=w, bias=b, stride=_pair1(m.stride, "stride", node.name),
                               padding=_pair1(m.padding, "padding", node.name), groups=m.groups)
         if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-            if _pair1(m.padding, "padding", node.name) != 0 or getattr(m, "ceil_mode", False):
-                raise _unsupported(node, f"{type(m).__name__} with padding or ceil_mode")
+            pad = _pair1(m.padding, "padding", node.name)
+            if isinstance(m, nn.AvgPool2d) and (pad != 0 or m.ceil_mode):
+                raise _unsupported(node, "AvgPool2d with padding or ceil_mode")
             if isinstance(m, nn.MaxPool2d) and _pair1(m.dilation, "dilation", node.name) != 1:
                 raise _unsupported(node, "dilated MaxPool2d")
+            if isinstance(m, nn.MaxPool2d) and getattr(m, "return_indices", False):
+                raise _unsupported(node, "MaxPool2d with return_indices")
             k = _pair1(m.kernel_size, "kernel", node.name)
             s = _pair1(m.stride if m.stride is not None else k, "stride", node.name)
             kind = "pool_max" if isinstance(m, nn.MaxPool2d) else "pool_avg"
-            return "pool", Op(kind, "", [], "", kernel=k, stride=s)
+            return "pool", Op(kind, "", [], "", kernel=k, stride=s, padding=pad,
+                              extra={"ceil_mode": bool(m.ceil_mode)})
         if isinstance(m, nn.AdaptiveAvgPool2d):
             if _pair1(m.output_size, "output_size", node.name) != 1:
                 raise _unsupported(node, f"AdaptiveAvgPool2d({m.output_size})")

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .c_graph import Graph
-from .c_integer import QModel, unpack_weights, pack_weights
+from .graph import Graph
+from .integer import QModel, unpack_weights, pack_weights
 
 
 def requant(acc: np.ndarray, q: int, n: int) -> np.ndarray:
@@ -38,10 +38,13 @@ def _conv(x: np.ndarray, ql, cout: int) -> np.ndarray:
     return y.reshape(n, cout, oh, ow)
 
 
-def _pool(x: np.ndarray, ql) -> np.ndarray:
+def _pool(x: np.ndarray, ql, shape) -> np.ndarray:
     n, c, h, w = x.shape
-    k, s = ql.kernel, ql.stride
-    oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    k, s, p = ql.kernel, ql.stride, ql.padding
+    oh, ow = shape[1], shape[2]
+    # max pool padding / ceil_mode: cells outside the map never win (pad far below any int8/uint8)
+    ph, pw = max(0, (oh - 1) * s + k - h - p), max(0, (ow - 1) * s + k - w - p)
+    x = np.pad(x, ((0, 0), (0, 0), (p, ph), (p, pw)), constant_values=-(1 << 20)) if p or ph or pw else x
     win = np.stack([x[:, :, ky:ky + s * (oh - 1) + 1:s, kx:kx + s * (ow - 1) + 1:s]
                     for ky in range(k) for kx in range(k)], axis=2)
     if ql.kind == "pool_max":
@@ -49,26 +52,32 @@ def _pool(x: np.ndarray, ql) -> np.ndarray:
     return div_round(win.sum(axis=2), k * k)
 
 
-def run_integer(qm: QModel, xq: np.ndarray) -> np.ndarray:
-    """int8 input codes (N, C, H, W) -> int output codes (N, out_numel), exactly as model_infer."""
+def step(qm: QModel, ql, env: dict) -> np.ndarray:
+    """One layer of the integer model: reads its inputs from ``env``, returns its output (N, C, H, W)."""
+    x = env[ql.inputs[0]]
+    shape = qm.values[ql.output].shape
+    if ql.kind == "flatten":
+        y = x
+    elif ql.kind == "conv":
+        y = _conv(x.reshape(len(x), -1, 1, 1) if ql.linear else x, ql, shape[0])
+    elif ql.kind in ("pool_max", "pool_avg"):
+        y = _pool(x, ql, shape)
+    elif ql.kind == "relu":
+        y = np.clip(x, ql.lo, ql.hi)
+    elif ql.kind == "add":
+        b = env[ql.inputs[1]]
+        y = np.clip(requant(x, ql.q[0], ql.n[0]) + requant(b, ql.q[1], ql.n[1]), ql.lo, ql.hi)
+    else:
+        raise AssertionError(ql.kind)
+    return y.reshape(len(x), *shape)
+
+
+def run_integer(qm: QModel, xq: np.ndarray, layer_fn=None) -> np.ndarray:
+    """int8 input codes (N, C, H, W) -> int output codes (N, out_numel), exactly as model_infer.
+    ``layer_fn(qm, ql, env)`` replaces :func:`step` (the Xlbmac reference plugs in there)."""
     env = {qm.input: xq.astype(np.int64).reshape(len(xq), *qm.values[qm.input].shape)}
     for ql in qm.layers:
-        x = env[ql.inputs[0]]
-        shape = qm.values[ql.output].shape
-        if ql.kind == "flatten":
-            y = x
-        elif ql.kind == "conv":
-            y = _conv(x.reshape(len(x), -1, 1, 1) if ql.linear else x, ql, shape[0])
-        elif ql.kind in ("pool_max", "pool_avg"):
-            y = _pool(x, ql)
-        elif ql.kind == "relu":
-            y = np.clip(x, ql.lo, ql.hi)
-        elif ql.kind == "add":
-            b = env[ql.inputs[1]]
-            y = np.clip(requant(x, ql.q[0], ql.n[0]) + requant(b, ql.q[1], ql.n[1]), ql.lo, ql.hi)
-        else:
-            raise AssertionError(ql.kind)
-        env[ql.output] = y.reshape(len(x), *shape)
+        env[ql.output] = (layer_fn or step)(qm, ql, env)
     return env[qm.output].reshape(len(xq), -1)
 
 
@@ -97,7 +106,7 @@ def run_float(graph: Graph, x: torch.Tensor, qm: QModel | None = None) -> torch.
             else:
                 y = F.conv2d(a, w, b, op.stride, op.padding, 1, op.groups)
         elif op.kind == "pool_max":
-            y = F.max_pool2d(a, op.kernel, op.stride)
+            y = F.max_pool2d(a, op.kernel, op.stride, op.padding, ceil_mode=op.extra.get("ceil_mode", False))
         elif op.kind == "pool_avg":
             y = a.mean(dim=(2, 3), keepdim=True) if op.kernel < 0 else F.avg_pool2d(a, op.kernel, op.stride)
         elif op.kind == "add":
