@@ -31,6 +31,7 @@ def _changes(base, x, slot, out_of=lambda y: y):
         asg = quantize_model(model, make_recipe(**{slot: "fp2"}))
     with torch.no_grad():
         out = out_of(model(x))
+    assert torch._C._len_torch_function_stack() == 0   # every mode pushed during forward was popped
     assert any(asg.formats(c) for c in COLUMNS[slot]), slot
     assert asg.dead_slots() == [], asg.dead_slots()
     live = asg.live()

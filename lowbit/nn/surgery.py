@@ -212,24 +212,26 @@ def _apply(model: nn.Module, plan: list, asg: Assignment):
                 parent._modules[cname] = q
             asg._replaced.append((where, li.module, q))
             asg._counters[li.name] = q.hits
-    hooked = set()
-    for li, r, learn, nchw in reversed(plan):  # children before parents
-        if li.kind != "weight":
-            hq = _hook_quantizers(li, r, learn, nchw)
-            asg._hooked.append((li.module, attach(li.module, hq)))
-            asg._counters[li.name] = hq.hits
-            hooked.add(id(li.module))
+    order = {id(m): i for i, (_, m) in enumerate(model.named_modules())}
+    todo = [(order[id(li.module)], li.module, li.name, (li, r, learn, nchw))
+            for li, r, learn, nchw in plan if li.kind != "weight"]
     if plan:
-        _guard_fast_paths(model, hooked, asg)
+        todo += _fast_path_guards(model, {id(t[1]) for t in todo}, order)
+    # children before parents (a module's own hooks are registered before its parent's child hooks, so
+    # the parent's mode is pushed back only after the child popped its own)
+    for _, module, name, what in sorted(todo, key=lambda t: -t[0]):
+        hq = _hook_quantizers(*what) if what is not None else HookQuantizers("other", guard=True)
+        asg._hooked.append((module, attach(module, hq)))
+        if what is not None:
+            asg._counters[name] = hq.hits
 
 
-def _guard_fast_paths(model: nn.Module, hooked: set, asg: Assignment):
+def _fast_path_guards(model: nn.Module, hooked: set, order: dict) -> list:
     """Torch's Transformer layers and MultiheadAttention have fused eval-mode fast paths that read the
     float weights directly and skip the quantized layers; a pass-through mode active during their
-    forward turns them off (they check ``has_torch_function``). Modules already hooked have a mode."""
-    for _, m in reversed(list(model.named_modules())):
-        if isinstance(m, FAST_PATH_TYPES) and id(m) not in hooked:
-            asg._hooked.append((m, attach(m, HookQuantizers("other", guard=True))))
+    forward turns them off (they check ``has_torch_function``). Modules hooked anyway have a mode."""
+    return [(order[id(m)], m, name, None) for name, m in model.named_modules()
+            if isinstance(m, FAST_PATH_TYPES) and id(m) not in hooked]
 
 
 def dequantize_model(model: nn.Module) -> nn.Module:
