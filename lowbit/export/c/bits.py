@@ -59,7 +59,7 @@ def _format_bits(name: str | None, layer: str) -> int:
 
 
 def _from_recipe(model, graph: Graph, recipe) -> dict:
-    from lowbit.nn.layers import tags_of
+    from lowbit.nn.walker import tags_of
     mods = dict(model.named_modules())
     ops = _weight_ops(graph)
     out = {}
