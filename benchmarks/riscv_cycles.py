@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from lowbit.export.c.cycles import CORE
     from lowbit.export.c.measure import measure_instructions
-    from lowbit.ptq.checkpoint import build_model, quick_model_kwargs
+    from lowbit.cli.source import build_model, quick_model_kwargs
     bits = tuple(int(b) for b in args.bits.split(","))
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"git {git}, host {platform.machine()}, core model: {CORE}\n")

@@ -15,7 +15,7 @@ Contracts:
   thread count). Model initialisation is the caller's (seed before ``create_model``).
 * Schedule: per step, linear warm-up from ``lr / steps`` to ``lr`` over ``warmup_epochs``, then
   cosine decay to 0 at the last step.
-* Divergence: a non-finite training loss (or validation loss) stops the run at once; the epoch is
+* Divergence: a non-finite training loss (or validation or test loss) stops the run at once; the epoch is
   recorded with what was measured and ``status`` is ``"diverged"``.
 * Early stopping: ``patience`` epochs without a new best validation accuracy end the run with
   status ``"early_stopped"``; ``None`` or 0 disables it.
@@ -34,6 +34,7 @@ import math
 import os
 import resource
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowbit.checkpoint import read as read_checkpoint
 from lowbit.data import get_augmentation, iterate_batches, normalize, num_batches
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -83,14 +85,25 @@ class TrainConfig:
         def need(ok: bool, key: str, what: str):
             if not ok:
                 raise ValueError(f"{key}: expected {what}, got {getattr(self, key)!r}")
+
+        def num(key: str) -> bool:  # a finite real number (not a bool)
+            v = getattr(self, key)
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
         for key in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, key)
-            need(isinstance(value, int) and value >= 1, key, "an int >= 1")
-        need(self.lr > 0, "lr", "a number > 0")
-        need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
-        need(self.weight_decay >= 0 and self.warmup_epochs >= 0, "weight_decay", "numbers >= 0")
-        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "None or a number > 0")
-        need(self.patience is None or self.patience >= 0, "patience", "None or an int >= 0")
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, key, "an int >= 1")
+        need(num("lr") and self.lr > 0, "lr", "a finite number > 0")
+        need(num("momentum") and self.momentum >= 0, "momentum", "a finite number >= 0")
+        need(num("label_smoothing") and 0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)")
+        need(num("weight_decay") and self.weight_decay >= 0, "weight_decay", "a finite number >= 0")
+        need(num("warmup_epochs") and self.warmup_epochs >= 0, "warmup_epochs", "a finite number >= 0")
+        need(self.grad_clip is None or (num("grad_clip") and self.grad_clip > 0), "grad_clip",
+             "None or a finite number > 0")
+        need(self.patience is None or (isinstance(self.patience, int) and not isinstance(self.patience, bool)
+                                       and self.patience >= 0), "patience", "None or an int >= 0")
+        need(isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", "an int")
+        need(isinstance(self.nesterov, bool), "nesterov", "true or false")
         for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("device", DEVICES)):
             need(getattr(self, key) in allowed, key, "one of " + ", ".join(allowed))
 
@@ -291,6 +304,7 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
     checkpoint is written. ``footprint`` (e.g. ``lowbit.nn.footprint(...).to_dict()``) is copied
     into every epoch row. Returns ``{"status", "epochs": [row, ...], "summary": {...}}``.
     """
+    _check_splits(splits)
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     model.to(device)
@@ -301,7 +315,12 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         if ckpt_path.exists():
-            state = _resume(ckpt_path, model, opt, sched, scaler, gen, device)
+            resumed = _resume_or_quarantine(ckpt_path, model, opt, sched, scaler, gen, device)
+            if resumed is None:  # damaged checkpoint moved aside: start from scratch
+                opt, sched, gen = setup_optimization(model, cfg, len(splits.train))
+                scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+            else:
+                state = resumed
     if state["status"] in TERMINAL:
         return {"status": state["status"], "epochs": state["history"],
                 "summary": {**summarize(state["history"], state["status"]), **_run_info(
@@ -323,7 +342,7 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
         val_loss, val_acc = evaluate(model, splits.val.x, splits.val.y, cfg.eval_batch_size, **ev)
         test_loss, test_acc = evaluate(model, splits.test.x, splits.test.y, cfg.eval_batch_size,
                                        **ev)
-        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss) and math.isfinite(test_loss))
         row = {"epoch": epoch, "train_loss": train_loss,
                "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
                "test_loss": test_loss, "test_acc": test_acc, "epoch_lr": lr,
@@ -355,6 +374,18 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
     return {"status": state["status"], "epochs": state["history"], "summary": summary}
 
 
+def _check_splits(splits) -> None:
+    """An empty training split, or inputs holding Inf/NaN, would give meaningless "completed" runs."""
+    if len(splits.train) == 0:
+        raise ValueError(f"{getattr(splits, 'name', 'data')}: the training split is empty; allowed: at least 1 example")
+    for part in ("train", "val", "test"):
+        x = getattr(splits, part).x
+        if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+            n_inf, n_nan = int(torch.isinf(x).sum()), int(torch.isnan(x).sum())
+            raise ValueError(f"{getattr(splits, 'name', 'data')}: the {part} split's inputs hold {n_inf} Inf and {n_nan} NaN values "
+                             f"(of {x.numel()}); allowed: finite inputs")
+
+
 def _train_epoch(model, batches, splits, cfg: TrainConfig, opt, sched, scaler, dtype
                  ) -> tuple[float, float, int]:
     """One pass over ``batches``: (mean loss, accuracy, samples seen). A non-finite loss stops
@@ -382,9 +413,28 @@ def _train_epoch(model, batches, splits, cfg: TrainConfig, opt, sched, scaler, d
     return loss_sum / max(seen, 1), correct / max(seen, 1), seen
 
 
+def _resume_or_quarantine(path: Path, model, opt, sched, scaler, gen, device) -> dict | None:
+    """:func:`_resume`; a checkpoint that cannot be resumed (empty, corrupt, code, not a lowbit.train
+    checkpoint of this model) is renamed to ``checkpoint.pt.damaged-<time>`` with a warning naming
+    both files, the model and torch's RNG are put back as they were, and None is returned."""
+    model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    try:
+        return _resume(path, model, opt, sched, scaler, gen, device)
+    except Exception as exc:  # noqa: BLE001 - any unusable file is quarantined, not fatal
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        os.replace(path, aside)
+        model.load_state_dict(model_state)
+        torch.set_rng_state(rng)
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        warnings.warn(f"checkpoint {str(path)!r} cannot be resumed ({why}); moved to "
+                      f"{str(aside)!r}, the run restarts from scratch", RuntimeWarning, stacklevel=3)
+        return None
+
+
 def _resume(path: Path, model, opt, sched, scaler, gen, device) -> dict:
     """Load ``path`` into the training objects and RNGs; return the saved loop state."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = read_checkpoint(path, map_location=device)
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     sched.load_state_dict(ckpt["scheduler"])

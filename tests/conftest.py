@@ -106,3 +106,19 @@ def eager_single_thread(monkeypatch):
     monkeypatch.setenv("LOWBIT_BACKEND", "eager")
     yield
     torch.set_num_threads(threads)
+
+
+def train_steps(model, splits, steps=150):
+    """A few Adam steps on random training batches (seeded): a small, reproducibly trained test model."""
+    from lowbit.data import normalize
+    x, y = normalize(splits.train.x, splits.mean, splits.std), splits.train.y
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (128,), generator=g)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()

@@ -13,8 +13,8 @@ SCRIPT = ROOT / "benchmarks" / "qdq.py"
 TIMEOUT_S = 60
 
 
-def _run(*args):
-    cmd = [sys.executable, str(SCRIPT), *args]
+def _run(*args, script=SCRIPT):
+    cmd = [sys.executable, str(script), *args]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -52,3 +52,14 @@ def test_qdq_benchmark_prints_one_table_per_isa_level():
         assert sum(line.startswith(f"GOAL [{level}]") for line in lines) == 2 * 3, out   # per table + summary
     assert sum(line.startswith("format") for line in lines) == 2, out
     assert any(line.startswith("========== goals per ISA level") for line in lines), out
+
+
+def test_qat_step_quick_prints_its_level_and_goal_lines():
+    levels = native_build.supported_levels()
+    level = levels[0] if levels else "native"
+    out = _run("--quick", "--isa", level, script=ROOT / "benchmarks" / "qat_step.py")
+    lines = out.splitlines()
+    assert any(line.startswith(f"ISA level {level}:") for line in lines), out
+    assert any(line.startswith("fp32") for line in lines) and any(line.startswith("lowbit mxfp4") for line in lines), out
+    goals = [line for line in lines if line.startswith(f"GOAL [{level}]")]
+    assert len(goals) == 2 and all("not judged (--quick)" in g for g in goals), out

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from lowbit.cost import (EnergyModel, LayerPlan, cli_cost, model_cost, plan_from_assignment, profile_layers,
+from lowbit.cost import (EnergyModel, LayerPlan, model_cost, plan_from_assignment, profile_layers,
                          simd_lanes, uniform_plan)
+from lowbit.cli.cost import main as cli_cost
 from lowbit.nn import footprint, make_recipe, quantize_model
 
 

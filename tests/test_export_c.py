@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lowbit.export import UnsupportedLayerError, cli_export, export_c
+from lowbit.cli.export import main as cli_export
+from lowbit.export import UnsupportedLayerError, export_c
 from lowbit.export.c.build import host_cc, riscv_available, run_host, run_riscv
 from lowbit.export.c.graph import trace
 from lowbit.export.c.integer import pack_weights, quantize_multiplier, unpack_weights
@@ -163,7 +164,7 @@ def test_golden_files_versioned_and_diff_catches_a_change(tmp_path):
 @pytest.fixture(scope="module")
 def digits_mlp():
     from lowbit.data import load_dataset, normalize
-    from lowbit.ptq.checkpoint import build_model, train_quick
+    from lowbit.cli.source import build_model, train_quick
     splits = load_dataset("digits", seed=0)
     torch.manual_seed(0)
     model = build_model("mlp", "digits", {"hidden": [64, 32]})
@@ -186,11 +187,11 @@ def test_integer_accuracy_close_to_fake_quant(tmp_path, digits_mlp, width):
 
 @needs_cc
 def test_cli_export_c_from_checkpoint(tmp_path, capsys):
-    from lowbit.ptq.checkpoint import build_model
+    from lowbit.cli.source import build_model
     torch.manual_seed(0)
     m = build_model("mlp", "digits", {"hidden": [16]})
     torch.save(m.state_dict(), tmp_path / "m.pt")
-    rc = cli_export(["c", str(tmp_path / "m.pt"), "--model", "mlp", "--model-kwargs", '{"hidden": [16]}',
+    rc = cli_export(["c", "--checkpoint", str(tmp_path / "m.pt"), "--model", "mlp", "--model-kwargs", '{"hidden": [16]}',
                      "--weights-bits", "features_1=2,4", "--multiplier", "7", "--eval-samples", "50",
                      "--golden", "10", "--calib-samples", "64", "--out", str(tmp_path / "c")])
     out = capsys.readouterr().out
@@ -215,7 +216,7 @@ def test_riscv_qemu_bit_exact_with_instruction_counts(tmp_path):
 @pytest.mark.parametrize("name,kwargs", [("cnn", {"channels": [8, 16, 16]}), ("mobilenetv2", {})])
 def test_zoo_models_bit_exact(tmp_path, name, kwargs):
     """Zoo models as built for digits: nested ConvBnAct, depthwise + ReLU6 + residual adds (MobileNetV2)."""
-    from lowbit.ptq.checkpoint import build_model
+    from lowbit.cli.source import build_model
     torch.manual_seed(0)
     m = build_model(name, "digits", kwargs).eval()
     x = torch.randn(10, 1, 8, 8)

@@ -74,7 +74,7 @@ def test_corrupted_ext_weight_is_caught(tmp_path):
 def test_cycles_fall_with_the_bits_on_the_zoo_models(tmp_path, name):
     """With Xlbmac every weight layer costs fewer cycles at 2 than at 4 bits, and at 4 than at 8."""
     from lowbit.export.c.measure import measure_instructions
-    from lowbit.ptq.checkpoint import build_model, quick_model_kwargs
+    from lowbit.cli.source import build_model, quick_model_kwargs
     torch.manual_seed(0)
     m = build_model(name, "digits", quick_model_kwargs(name)).eval()
     x = torch.randn(4, 1, 8, 8)
@@ -159,7 +159,7 @@ def test_export_takes_an_assignment():
 
 
 def test_memory_option_and_refusals(tmp_path, capsys):
-    from lowbit.export import cli_export
+    from lowbit.cli.export import main as cli_export
     assert parse_memory("flash=16M,ram=512K") == {"flash": 16 << 20, "ram": 512 << 10}
     with pytest.raises(ValueError, match="allowed: flash=SIZE,ram=SIZE"):
         parse_memory("rom=1M")
@@ -183,7 +183,7 @@ def test_memory_too_small_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_resnet18_links_and_runs_under_qemu(tmp_path):
     """11 M parameters: flash and RAM are sized from the linked program (the old fixed 2 MiB failed)."""
-    from lowbit.ptq.checkpoint import build_model
+    from lowbit.cli.source import build_model
     torch.manual_seed(0)
     m = build_model("resnet18", "digits", {}).eval()
     x = torch.randn(4, 1, 8, 8)
@@ -205,8 +205,10 @@ def _table(path, names):
 
 def test_search_scores_what_the_c_computes(tmp_path, capsys):
     """lowbit search --objective cycles (target c) on digits, then export c of its recipe: same accuracy."""
-    from lowbit.export import cli_export
-    from lowbit.search.cli import cli_search
+    from lowbit.cli import main as lowbit
+
+    def cli_search(argv):
+        return lowbit(["search", *argv])
     _table(tmp_path / "t.json", ["features.1", "head"])
     rc = cli_search(["--model", "mlp", "--dataset", "digits", "--model-kwargs", "{hidden: [32]}", "--train-quick",
                      "--epochs", "2", "--formats", "int2,int4,int8", "--objective", "cycles", "--instructions-table",
@@ -217,7 +219,7 @@ def test_search_scores_what_the_c_computes(tmp_path, capsys):
     sp = re.search(r"RV32IMC ([\d,]+), RV32IMC \+ Xlbmac ([\d,]+): speed-up ([\d.]+)x", out)
     assert sp and float(sp.group(3)) == pytest.approx(float(sp.group(1).replace(",", "")) /
                                                       float(sp.group(2).replace(",", "")), rel=1e-2)
-    rc = cli_export(["c", str(tmp_path / "s" / "model.pt"), "--model", "mlp", "--model-kwargs", '{"hidden": [32]}',
+    rc = lowbit(["export", "c", "--checkpoint", str(tmp_path / "s" / "model.pt"), "--model", "mlp", "--model-kwargs", '{"hidden": [32]}',
                      "--recipe", str(tmp_path / "s" / "recipe.yaml"), "--golden", "5", "--out", str(tmp_path / "c")])
     out2 = capsys.readouterr().out
     assert rc == 0, out2

@@ -14,12 +14,14 @@ import copy
 
 import pytest
 import torch
+from conftest import train_steps
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from lowbit.data import load_dataset, normalize  # noqa: E402
-from lowbit.export.onnx import (check_format, cli_onnx, compare_onnx, export_onnx,  # noqa: E402
+from lowbit.cli.export_onnx import main as cli_onnx  # noqa: E402
+from lowbit.export.onnx import (check_format, compare_onnx, export_onnx,  # noqa: E402
                                 freeze_activation_scales, onnx_weights)
 from lowbit.models import create_model  # noqa: E402
 from lowbit.nn import make_recipe, quantize_model  # noqa: E402
@@ -31,18 +33,7 @@ KW = {"channels": [8, 16, 16]}
 
 
 def _train(model, splits, steps=150):
-    x = normalize(splits.train.x, splits.mean, splits.std)
-    y = splits.train.y
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (128,), generator=g)
-        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_steps(model, splits, steps)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +60,7 @@ def _check(c):
 def test_qdq_export_matches_fake_quant(setup, tmp_path, fmt):
     splits, cnn, _, calib, xt = setup
     res = quantize_ptq(cnn, fmt, fmt, calib, PTQConfig(per_channel=True))
-    info = export_onnx(res.model, tmp_path / "m.onnx", xt[:1], calib_x=calib)
+    info = export_onnx(res.model, tmp_path / "m.onnx", xt[:1], calib_x=calib, layout="simulate")
     assert info.nodes["QuantizeLinear"] == 4 and info.nodes["DequantizeLinear"] == 8
     assert {f for _, f, _ in info.weights} == {fmt} and {f for _, f, _ in info.acts} == {fmt}
     c = compare_onnx(tmp_path / "m.onnx", info.model, xt, splits.test.y)
@@ -77,11 +68,12 @@ def test_qdq_export_matches_fake_quant(setup, tmp_path, fmt):
     print(f"{fmt}: max|diff| {c['max_abs_diff']:.2e}, acc torch {c['acc_torch']:.4f} onnx {c['acc_onnx']:.4f}")
 
 
-def test_mlp_int8_export(setup, tmp_path):
+@pytest.mark.parametrize("layout,op", [("simulate", "MatMul"), ("deploy", "Gemm")])
+def test_mlp_int8_export(setup, tmp_path, layout, op):
     splits, _, mlp, calib, xt = setup
     res = quantize_ptq(mlp, "int8", "int8", calib, PTQConfig())
-    info = export_onnx(res.model, tmp_path / "mlp.onnx", xt[:1])
-    assert "Flatten" in info.nodes and info.nodes["MatMul"] == 2
+    info = export_onnx(res.model, tmp_path / "mlp.onnx", xt[:1], layout=layout)
+    assert "Flatten" in info.nodes and info.nodes[op] == 2
     _check(compare_onnx(tmp_path / "mlp.onnx", info.model, xt, splits.test.y))
 
 
@@ -146,6 +138,7 @@ def test_cli(setup, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file()
     assert "max |diff|" in text and "onnxruntime" in text and "accuracy: fp32" in text
+    assert "latency" in text and "fp32" in text and (tmp_path / "m.fp32.onnx").is_file()
     rc = cli_onnx(["--checkpoint", str(ck), "--weights", "mxfp4", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "mxfp4" in err and "allowed: int8" in err

@@ -14,9 +14,9 @@ import re
 import pandas as pd
 import pytest
 
-from lowbit.ptq import cli_ptq
-from lowbit.report import cli_report
-from lowbit.search.cli import cli_search
+from lowbit.cli.ptq import main as cli_ptq
+from lowbit.cli.report import main as cli_report
+from lowbit.cli.search import main as cli_search
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_ptq_recipe_row_matches_the_search(search_dir, tmp_path, capsys):
 def test_ptq_recipe_with_quantized_activations(search_dir, tmp_path, capsys):
     sdir = tmp_path / "s"
     argv = ["--model", "mlp", "--dataset", "digits", "--checkpoint", str(search_dir / "model.pt"), "--strategy",
-            "exhaustive", "--formats", "int4,int8", "--act", "int8", "--eval-split", "test", "--out", str(sdir)]
+            "exhaustive", "--formats", "int4,int8", "--acts", "int8", "--eval-split", "test", "--out", str(sdir)]
     assert cli_search(argv) == 0
     capsys.readouterr()
     rows = _ptq(search_dir, tmp_path / "p", capsys, recipe=sdir / "recipe.yaml")
@@ -130,7 +130,8 @@ def test_sweep_precision_can_be_a_recipe_file(tmp_path, capsys):
     import pandas as pd
     import yaml as _yaml
 
-    from lowbit.experiments import cli_run, expand, load_sweep
+    from lowbit.cli.run import main as cli_run
+    from lowbit.experiments import expand, load_sweep
     from lowbit.nn import make_recipe
 
     recipe_path = tmp_path / "recipe.yaml"

@@ -76,6 +76,9 @@ def test_isa_level_is_checked(monkeypatch):
     monkeypatch.setenv(native_build.ENV, "v4")
     with pytest.raises(ValueError, match=r"cannot run x86-64-v4 code; it runs: native, v2"):
         native.available()
+    monkeypatch.setenv(native_build.LANES_ENV, "32")
+    with pytest.raises(ValueError, match=r"LOWBIT_NATIVE_LANES='32' is not allowed; allowed: 4, 8, 16"):
+        native_build.variants("v2")
 
 
 @pytest.mark.skipif(len(LEVELS) < 2, reason="needs two x86-64 levels")

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from lowbit.export.packed import (FORMAT_TAG, SEP, cli_packed, cost_bytes, load_packed, read_header,
+from lowbit.cli.export_packed import main as cli_packed
+from lowbit.export.packed import (FORMAT_TAG, SEP, cost_bytes, load_packed, read_header,
                                   read_metadata, save_packed)
 from lowbit.models import create_model
 from lowbit.nn import make_recipe, quantize_model

@@ -10,8 +10,11 @@ import lowbit
 from lowbit.cost import model_cost, plan_from_assignment, profile_layers
 from lowbit.data import load_dataset
 from lowbit.ops import QuantSpec
-from lowbit.ptq import (CalibratedQuantizer, PTQConfig, accuracy, build_model, calibration_inputs, cli_ptq, fold_bn,
-                        hist_threshold, load_state_dict, packed_size, ptq_sweep, quantize_ptq, train_quick,
+from lowbit.checkpoint import load_state_dict
+from lowbit.cli.ptq import main as cli_ptq
+from lowbit.cli.source import build_model, train_quick
+from lowbit.ptq import (CalibratedQuantizer, PTQConfig, accuracy, calibration_inputs, fold_bn,
+                        hist_threshold, packed_size, ptq_sweep, quantize_ptq,
                         weight_codes, weight_scale)
 from lowbit.ptq.packed import decode_codes
 

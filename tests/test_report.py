@@ -14,7 +14,8 @@ import pytest
 from lowbit.experiments import expand, sweep_from_dict
 from lowbit.experiments.grid import flatten
 from lowbit.experiments.store import rebuild_tables, write_json
-from lowbit.report import build_report, cli_report, precision_table, terminal_summary
+from lowbit.cli.report import main as cli_report
+from lowbit.report import build_report, precision_table, terminal_summary
 from lowbit.report.tables import comparison_table
 
 ACC = {"fp32": 0.95, "fp8_e4m3": 0.93, "fp4_e2m1": 0.80}

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
+from lowbit.cli.search import main as cli_search
 from lowbit.data import load_dataset
 from lowbit.models import create_model
 from lowbit.nn import Recipe, quantize_model
-from lowbit.search import (EvalData, Evaluator, Problem, build_space, cli_search, cost_of,
-                           evaluate_recipe, pareto_mask, plot_parallel_coordinates, profile_layers,
-                           render_search_report, run_search, select, solve_ilp, staircase)
+from lowbit.search import (EvalData, Evaluator, Problem, build_space, cost_of,
+                           evaluate_recipe, pareto_mask, profile_layers, run_search, select, solve_ilp, staircase)
+from lowbit.report.plots_search import plot_parallel_coordinates, render_search_report
 from lowbit.search.strategies import list_strategies, percentile_assign
 from lowbit.train import TrainConfig, train
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from lowbit.cli.sensitivity import main as cli_sensitivity
 from lowbit.data import load_dataset
 from lowbit.models import create_model
 from lowbit.nn import make_recipe, quantize_model
-from lowbit.search import (EvalData, build_space, cli_sensitivity, layer_sensitivity, profile_layers,
+from lowbit.search import (EvalData, build_space, layer_sensitivity, profile_layers,
                            rank_agreement, ranking)
 from lowbit.search.sensitivity import METHODS, hutchinson_traces, quantized_weight
 from lowbit.train import TrainConfig, train

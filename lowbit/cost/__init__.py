@@ -7,7 +7,8 @@ an instruction-count proxy, per layer and in total.
     print(report.table()); report.total["energy_pj"]; report.rows[0]["bitops"]
 
 Files: profile (profile_layers over lowbit.nn.walker's LayerInfo records), energy (EnergyModel: Horowitz ISSCC 2014, user files,
-the seed's relative model), model (LayerPlan, plans, model_cost, CostReport), table, cli.
+the seed's relative model), model (LayerPlan, plans, model_cost, CostReport), table. The command
+``lowbit cost``: :mod:`lowbit.cli.cost`.
 """
 from .energy import EnergyModel
 from .measured import InstructionTable
@@ -15,11 +16,5 @@ from .model import CostReport, LayerPlan, model_cost, plan_from_assignment, simd
 from .profile import LayerInfo, LayerProfile, profile_layers
 
 
-def cli_cost(argv=None) -> int:
-    """``lowbit cost ...`` (see :mod:`lowbit.cost.cli`)."""
-    from .cli import cli_cost as run
-    return run(argv)
-
-
-__all__ = ["CostReport", "EnergyModel", "InstructionTable", "LayerInfo", "LayerPlan", "LayerProfile", "cli_cost", "model_cost",
+__all__ = ["CostReport", "EnergyModel", "InstructionTable", "LayerInfo", "LayerPlan", "LayerProfile", "model_cost",
            "plan_from_assignment", "profile_layers", "simd_lanes", "uniform_plan"]

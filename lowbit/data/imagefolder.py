@@ -14,9 +14,14 @@ Class names are the sorted sub-folder names of the train folder (index = positio
 image (searched recursively, by extension) is converted to RGB or grayscale and resized to
 ``img_size x img_size`` with bilinear filtering (aspect ratio not kept). Loading happens once,
 up front; the result lives in memory like every other dataset.
+
+A file with an image extension that PIL cannot read (truncated, corrupt, not an image) is, by
+``on_bad_file``: ``"skip"`` (the default) left out with a ``UserWarning`` naming it, or
+``"error"``: a one-line ``ValueError`` naming it. In a sweep config: ``data: {on_bad_file: error}``.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +29,7 @@ import numpy as np
 from lowbit.data.registry import register_dataset
 from lowbit.data.splits import DEFAULT_TEST_FRACTION, DatasetSplits, make_splits
 
+ON_BAD_FILE = ("skip", "error")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm")
 
@@ -37,16 +43,28 @@ def find_classes(folder: Path) -> tuple[str, ...]:
     return classes
 
 
-def _read_image(path: Path, img_size: int, grayscale: bool) -> np.ndarray:
+def _read_image(path: Path, img_size: int, grayscale: bool, on_bad_file: str = "skip"
+                ) -> np.ndarray | None:
+    """The image at ``path`` as uint8 (C, img_size, img_size); None when it is unreadable and
+    ``on_bad_file`` is "skip" (with a warning naming it)."""
     from PIL import Image
-    with Image.open(path) as im:
-        im = im.convert("L" if grayscale else "RGB").resize((img_size, img_size), Image.BILINEAR)
-        arr = np.asarray(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if grayscale else "RGB").resize((img_size, img_size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        if on_bad_file == "error":
+            raise ValueError(f"imagefolder: {str(path)!r} is not a readable image ({why}); "
+                             "on_bad_file='skip' leaves such files out") from None
+        warnings.warn(f"imagefolder: skipping {str(path)!r}: not a readable image ({why})",
+                      UserWarning, stacklevel=2)
+        return None
     return arr[None] if grayscale else arr.transpose(2, 0, 1)
 
 
-def read_folder(folder: Path, classes: tuple[str, ...], img_size: int,
-                grayscale: bool) -> tuple[np.ndarray, np.ndarray]:
+def read_folder(folder: Path, classes: tuple[str, ...], img_size: int, grayscale: bool,
+                on_bad_file: str = "skip") -> tuple[np.ndarray, np.ndarray]:
     """All images under ``folder/<class>/`` as uint8 (N, C, img_size, img_size) and int64 labels."""
     unknown = sorted(set(find_classes(folder)) - set(classes))
     if unknown:
@@ -57,18 +75,25 @@ def read_folder(folder: Path, classes: tuple[str, ...], img_size: int,
             continue
         for path in sorted((folder / cls).rglob("*")):
             if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-                images.append(_read_image(path, img_size, grayscale))
-                labels.append(index)
+                image = _read_image(path, img_size, grayscale, on_bad_file)
+                if image is not None:
+                    images.append(image)
+                    labels.append(index)
     if not images:
-        raise FileNotFoundError(f"imagefolder: no images ({'/'.join(IMAGE_EXTENSIONS)}) in {folder}")
+        raise FileNotFoundError(f"imagefolder: no readable images ({'/'.join(IMAGE_EXTENSIONS)}) "
+                                f"in {folder}")
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
 @register_dataset("imagefolder")
 def load_imagefolder(root, val_fraction: float, seed: int, img_size: int = 32,
                      grayscale: bool = False,
-                     test_fraction: float = DEFAULT_TEST_FRACTION) -> DatasetSplits:
-    """Images under ``root`` (layouts: module doc), resized square, 1 (grayscale) or 3 channels."""
+                     test_fraction: float = DEFAULT_TEST_FRACTION,
+                     on_bad_file: str = "skip") -> DatasetSplits:
+    """Images under ``root`` (layouts: module doc), resized square, 1 (grayscale) or 3 channels;
+    ``on_bad_file``: "skip" or "error" for unreadable files (module doc)."""
+    if on_bad_file not in ON_BAD_FILE:
+        raise ValueError(f"on_bad_file: expected one of {', '.join(ON_BAD_FILE)}, got {on_bad_file!r}")
     if root is None:
         raise ValueError("imagefolder needs root=<folder with one sub-folder per class>")
     if not isinstance(img_size, int) or img_size < 1:
@@ -83,11 +108,11 @@ def load_imagefolder(root, val_fraction: float, seed: int, img_size: int = 32,
     if has_val and not has_test:
         val_dir, test_dir, has_val, has_test = None, val_dir, False, True
     classes = find_classes(train_dir)
-    x, y = read_folder(train_dir, classes, img_size, grayscale)
+    x, y = read_folder(train_dir, classes, img_size, grayscale, on_bad_file)
     extra = {}
     if has_test:
-        extra["x_test"], extra["y_test"] = read_folder(test_dir, classes, img_size, grayscale)
+        extra["x_test"], extra["y_test"] = read_folder(test_dir, classes, img_size, grayscale, on_bad_file)
     if has_val:
-        extra["x_val"], extra["y_val"] = read_folder(val_dir, classes, img_size, grayscale)
+        extra["x_val"], extra["y_val"] = read_folder(val_dir, classes, img_size, grayscale, on_bad_file)
     return make_splits("imagefolder", x, y, num_classes=len(classes), val_fraction=val_fraction,
                        seed=seed, test_fraction=test_fraction, classes=classes, **extra)

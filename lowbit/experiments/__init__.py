@@ -4,15 +4,15 @@
     runs = run_sweep(cfg, jobs=2)                             # pandas DataFrame, one row per run
     # files: <out_dir>/results/{runs,epochs,summary}.{csv,parquet}, <out_dir>/runs/<id>/...
 
-``cli_run(argv)`` is ``lowbit run``; ``python -m lowbit.experiments`` does the same.
+Executors (where runs execute): :mod:`lowbit.experiments.executors`; trackers:
+:mod:`lowbit.experiments.tracking`; the command ``lowbit run``: :mod:`lowbit.cli.run`.
 """
-from lowbit.experiments.cli import cli_run
 from lowbit.experiments.grid import RunSpec, expand, flatten
 from lowbit.experiments.runner import prepare, run_sweep
 from lowbit.experiments.schema import (ConfigError, DataConfig, SweepConfig, apply_overrides,
                                        load_sweep, sweep_from_dict)
 from lowbit.experiments.store import load_tables, rebuild_tables
 
-__all__ = ["cli_run", "RunSpec", "expand", "flatten", "prepare", "run_sweep", "ConfigError",
+__all__ = ["RunSpec", "expand", "flatten", "prepare", "run_sweep", "ConfigError",
            "DataConfig", "SweepConfig", "apply_overrides", "load_sweep", "sweep_from_dict",
            "load_tables", "rebuild_tables"]

@@ -1,7 +1,6 @@
 """Code version and environment columns that every results row carries."""
 from __future__ import annotations
 
-import os
 import platform
 import socket
 import subprocess
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 import lowbit
+from lowbit.distributed.cores import cpu_count
 
 
 @lru_cache(maxsize=1)
@@ -44,11 +44,3 @@ def environment(device: str = "cpu") -> dict:
             "python_version": platform.python_version(), "platform": sys.platform,
             "hostname": socket.gethostname(), "device_name": device_name,
             "cpu_count": cpu_count()}
-
-
-def cpu_count() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

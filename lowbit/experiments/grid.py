@@ -64,6 +64,8 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         canon = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
+        if canon["data"].get("on_bad_file") == "skip":  # the default: ids of older sweeps stay
+            canon["data"] = {k: v for k, v in canon["data"].items() if k != "on_bad_file"}
         text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 

@@ -8,6 +8,8 @@ other run fails with the import error.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 FP32 = "fp32"
@@ -20,11 +22,16 @@ def load_recipe_precision(precision: str):
 
     ref = precision[len(RECIPE):]
     path, _, want = ref.rpartition("@") if "@" in ref else (ref, "", "")
+    import yaml
     try:
-        recipe = Recipe.from_yaml(open(path).read())
+        recipe = Recipe.from_yaml(Path(path).read_text())
     except OSError as err:
         raise ValueError(f"recipe file {path!r} cannot be read ({err.strerror}); allowed: a YAML recipe "
                          f"such as lowbit search's recipe.yaml") from None
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError) as err:
+        why = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise ValueError(f"recipe file {path!r} is not a valid recipe ({why}); allowed: a YAML recipe "
+                         f"(plain YAML, no !!python tags) such as lowbit search's recipe.yaml") from None
     if want and recipe.hash()[:len(want)] != want:
         raise ValueError(f"recipe file {path!r} changed since the sweep was expanded (hash {want}); "
                          f"re-run the sweep command")

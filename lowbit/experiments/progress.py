@@ -51,6 +51,10 @@ class Progress:
         else:
             self._redraw()
 
+    def note(self, text: str) -> None:
+        """One line of news (e.g. a run another process is training)."""
+        self._line(text)
+
     def end(self, run_id: str, label: str, status: str, detail: str = "") -> None:
         self.running.pop(run_id, None)
         self.done += 1

@@ -36,7 +36,7 @@ try:  # every target lowbit.nn's recipe_for_precision understands
 except ImportError:
     ALL_TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
 SOFTMAX_SAME = "same"  # softmax in the run's own precision
-RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.scale)
+RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.experiments.executors)
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -54,6 +54,8 @@ class DataConfig:
     initialisation, order and augmentation. ``train_subset`` / ``eval_subset`` keep at most that
     many samples of train / of val and test each (a fixed random subset drawn with
     ``split_seed``), for quick runs. ``root`` is the directory of file-based datasets.
+    ``on_bad_file`` (imagefolder): ``skip`` an unreadable image with a warning in the run's log, or
+    fail the run with an ``error`` naming it.
     """
 
     root: str | None = None
@@ -61,8 +63,11 @@ class DataConfig:
     split_seed: int = 0
     train_subset: int | None = None
     eval_subset: int | None = None
+    on_bad_file: str = "skip"
 
     def __post_init__(self):
+        if self.on_bad_file not in ("skip", "error"):
+            raise ConfigError(f"data.on_bad_file: expected one of skip, error, got {self.on_bad_file!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction: expected a number in [0, 1), "
                               f"got {self.val_fraction!r}")
@@ -199,11 +204,29 @@ def validate_names(cfg: SweepConfig) -> None:
             _choice(f"quantize[{i}]", name, list(ALL_TARGETS), "quantize target")
     for name in cfg.model_kwargs:
         _choice("model_kwargs", name, list_models(), "model")
+        _check_model_kwargs(name, cfg.model_kwargs[name])
     for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("device", DEVICES),
                          ("quant_backend", QUANT_BACKENDS)):
         _choice(key, getattr(cfg, key), list(allowed), key)
     if not cfg.name or any(c in cfg.name for c in "/\\"):
         raise ConfigError(f"name: expected a non-empty name without slashes, got {cfg.name!r}")
+
+
+def _check_model_kwargs(name: str, kwargs) -> None:
+    """Build model ``name`` with ``kwargs`` on the meta device (no memory, no time), 3x32x32 in and
+    10 classes, so a wrong key or value fails here with one line, not in every run."""
+    import torch
+
+    from lowbit.models import create_model
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"model_kwargs.{name}: expected a mapping of options, got {kwargs!r}")
+    try:
+        with torch.device("meta"):
+            create_model(name, **kwargs)
+    except Exception as err:  # noqa: BLE001 - a constructor may raise anything on a bad value
+        why = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise ConfigError(f"model_kwargs.{name}: {kwargs!r} does not build model {name!r} ({why}); "
+                          f"allowed: the options of lowbit.models.{name}") from None
 
 
 # --- parsing: raw dict -> typed values ----------------------------------------------------------
@@ -309,6 +332,9 @@ def load_sweep(path: str | Path | None = None, overrides: list[str] = ()) -> Swe
             text = Path(path).read_text()
         except OSError as err:
             raise ConfigError(f"config: cannot read {str(path)!r}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config: {str(path)!r} is not a text file (byte {err.object[err.start]:#04x} "
+                              f"at offset {err.start} is not UTF-8); allowed: a YAML sweep config") from None
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as err:

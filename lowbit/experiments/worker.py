@@ -19,19 +19,21 @@ import torch
 from lowbit.data import load_dataset
 from lowbit.data.splits import TensorSplit
 from lowbit.experiments import store
+from lowbit.experiments.claim import CLAIMED, EXIT_CLAIMED, try_claim
 from lowbit.experiments.env import code_version, environment
 from lowbit.experiments.grid import RunSpec, flatten
 from lowbit.experiments.precision import apply_precision
 from lowbit.models import create_model
 from lowbit.ops.backend import backend
-from lowbit.train import resolve_device, train
+from lowbit.train import TERMINAL, resolve_device, train
 
 
 def load_run_data(spec: RunSpec):
     """The run's dataset, split with ``data.split_seed`` and cut to the configured subsets."""
     d = spec.data
+    extra = {"on_bad_file": d.on_bad_file} if spec.dataset == "imagefolder" else {}
     splits = load_dataset(spec.dataset, root=d.root, val_fraction=d.val_fraction,
-                          seed=d.split_seed)
+                          seed=d.split_seed, **extra)
     gen = torch.Generator().manual_seed(d.split_seed)
 
     def cut(split: TensorSplit, limit: int | None) -> TensorSplit:
@@ -78,22 +80,33 @@ def _alive(pid: int | None) -> bool:
 
 
 def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
-            sweep_pid: int | None = None, redirect: bool = True) -> str:
+            sweep_pid: int | None = None, redirect: bool = True, since: float | None = None) -> str:
     """Run one spec in ``run_dir``; write ``result.json``; return the final status.
 
     The run's ``quant_backend`` holds for the whole run (``with lowbit.backend(...)``).
     ``sweep_pid``: when that process is gone at the end of an epoch, stop (SystemExit) without
     a result, as after a kill. ``redirect``: send this process's stdout/stderr to the run log.
+    Returns :data:`CLAIMED` without touching the folder when another process holds the run's claim
+    (:mod:`lowbit.experiments.claim`) or has finished the run since it was handed to us (a
+    terminal result, or any result written after ``since``, the sweep's start time).
     """
-    with backend(RunSpec.from_dict(spec_dict).quant_backend):
-        return _execute(spec_dict, run_dir, threads, events, sweep_pid, redirect)
-
-
-def _execute(spec_dict: dict, run_dir: str, threads: int, events, sweep_pid: int | None,
-             redirect: bool) -> str:
-    """:func:`execute` inside the run's backend."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim = try_claim(run_dir)
+    if claim is None:
+        return CLAIMED
+    try:
+        done = store.read_result(run_dir)
+        if done is not None and (done.get("status") in TERMINAL or (
+                since is not None and float(done.get("finished") or 0) >= since)):
+            return CLAIMED
+        with backend(RunSpec.from_dict(spec_dict).quant_backend):
+            return _execute(spec_dict, run_dir, threads, events, sweep_pid, redirect)
+    finally:
+        claim.release()
+
+
+def _execute(spec_dict: dict, run_dir: Path, threads: int, events, sweep_pid, redirect) -> str:
+    """:func:`execute` once the run is claimed, inside the run's backend."""
     log = open(run_dir / "log.txt", "a", buffering=1)
     if redirect:  # warnings and prints of this run go to its log, not over the progress line
         os.dup2(log.fileno(), 1)
@@ -146,10 +159,13 @@ def _execute(spec_dict: dict, run_dir: str, threads: int, events, sweep_pid: int
     return result["status"]
 
 
-def child_main(spec_dict, run_dir, threads, events, sweep_pid) -> None:
-    """Entry point of the child process (see :func:`execute`)."""
+def child_main(spec_dict, run_dir, threads, events, sweep_pid, since=None) -> None:
+    """Entry point of the child process (see :func:`execute`); exit code :data:`EXIT_CLAIMED`
+    when the run was claimed elsewhere."""
     _die_with_parent()
     try:
-        execute(spec_dict, run_dir, threads, events, sweep_pid)
+        status = execute(spec_dict, run_dir, threads, events, sweep_pid, since=since)
     except KeyboardInterrupt:
         sys.exit(130)
+    if status == CLAIMED:
+        sys.exit(EXIT_CLAIMED)

@@ -30,21 +30,30 @@ Quantizers:
 Formats: int8, uint8, int4, uint4, int16, uint16 (opset 21), fp8_e4m3 (FLOAT8E4M3FN) and fp8_e5m2
 (FLOAT8E5M2) (opset 19+). ONNX has no type for fp6, e2m0/e1m0 or codebooks, and onnxruntime (CPU)
 runs no FLOAT4E2M1 QDQ, no MX and no NVFP4 (blocked scales of E8M0 / E4M3 type): those are a one-line
-error naming the format and the allowed ones. Group / block scaling of integer formats is rejected
-too (opset 21 ``block_size`` exists but is not wired up here).
+error naming the format and the allowed ones. Group-wise weights of int4 / uint4 / int8 / uint8
+(``scaling='group'``, any axis, ``pad=True`` allowed) become a blocked DequantizeLinear (opset 21
+``axis`` + ``block_size``; the scale tensor is the weight's shape with that axis cut to n_groups);
+block formats (MX) and group-scaled activations are rejected.
+
+Layouts: ``layout='deploy'`` (default) places Q/DQ as onnxruntime / TensorRT fuse them (around each
+quantized op, int32 bias, Gemm; see :mod:`lowbit.export.onnx_deploy`, fold BatchNorm first with
+``fold_batchnorm``); ``layout='simulate'`` puts Q/DQ only where lowbit quantizes (layer inputs).
 
 Numerics vs PyTorch: QuantizeLinear rounds ``x / scale`` half to even and saturates, as lowbit's
 'nearest' rounding does; for unsigned formats lowbit rounds ``x / s + zp`` and ONNX ``x / s`` then
 adds ``zp``, which differs only at exact ties when ``zp`` is odd. Convolutions and matmuls
 accumulate in a different order, so outputs agree to float rounding (about 1e-5 relative), not bit
 for bit; a tensor that lands on a rounding tie of the next activation quantizer can then move by
-one quantization step. onnxruntime runs with graph optimizations DISABLED for the comparison (its
-QDQ fusions into integer kernels would requantize differently).
+one quantization step. ``compare_onnx(optimize=False)`` runs onnxruntime with graph optimizations
+disabled; with ``optimize=True`` its integer kernels requantize with their own fixed-point
+multipliers, so outputs may move by a quantization step (accuracy equal to within one test image
+on digits, tested in tests/test_export_onnx_deploy.py).
 """
 from __future__ import annotations
 
 import copy
 import operator
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +82,11 @@ def check_format(fmt, where: str = "") -> str:
         raise ValueError(f"format {f.name!r} cannot be exported to ONNX{' (' + where + ')' if where else ''}: {why}; "
                          f"allowed: {ALLOWED}")
     return ONNX_TYPES[f.name][0]
+
+
+class UnsupportedOpError(ValueError):
+    """A layer or operation the hand-built graph has no ONNX rule for (``lowbit.export.onnx_traced``
+    exports such models through torch.onnx.export)."""
 
 
 @dataclass
@@ -146,6 +160,7 @@ class _Builder:
         import onnx  # noqa: F401
         self.nodes, self.inits, self.n = [], [], 0
         self.counts: dict = {}
+        self.deploy, self.post, self.skip, self.ranks = False, {}, set(), {}
 
     def name(self, base):
         self.n += 1
@@ -202,7 +217,7 @@ def _scale_of(fixed, spec, channels=None):
 def _weight(b: _Builder, w: torch.Tensor, q, layer: str, info: OnnxInfo):
     """Initializer(s) + DequantizeLinear of a quantized weight; returns the fp32 tensor name."""
     import lowbit
-    from .packed import encode_weight
+    from lowbit.nn.packing import encode_weight
     if q is None:
         return b.const(w.detach().float().numpy(), "w")
     if type(q).__name__ not in ("WeightQuantizer", "FakeQuantizer", "CalibratedQuantizer"):
@@ -210,9 +225,12 @@ def _weight(b: _Builder, w: torch.Tensor, q, layer: str, info: OnnxInfo):
                          f"WeightQuantizer (quantize_model) or CalibratedQuantizer (lowbit.ptq)")
     spec = q.spec
     tname = check_format(spec.format, f"weights of {layer}")
-    if spec.scaling not in ("tensor", "channel", "none") or (spec.scaling == "channel" and spec.axis % w.dim() != 0):
-        raise ValueError(f"layer {layer!r}: weight scaling {spec.scaling!r} (axis {spec.axis}) cannot be exported to "
-                         f"ONNX; allowed: 'tensor', 'channel' on axis 0, or 'none'")
+    grouped = spec.scaling == "group" and spec.format.name in GROUP_FORMATS
+    if not grouped and (spec.scaling not in ("tensor", "channel", "none")
+                        or (spec.scaling == "channel" and spec.axis % w.dim() != 0)):
+        raise ValueError(f"layer {layer!r}: weight scaling {spec.scaling!r} (axis {spec.axis}, {spec.format.name}) "
+                         f"cannot be exported to ONNX; allowed: 'tensor', 'channel' on axis 0, 'none', or 'group' "
+                         f"for {', '.join(GROUP_FORMATS)} (blocked DequantizeLinear)")
     if spec.scaling == "none" and not spec.format.direct_cast_ok:
         raise ValueError(f"layer {layer!r}: unscaled integer weights are not exported; allowed: 'tensor' or 'channel'")
     if spec.rounding == "stochastic":
@@ -224,15 +242,44 @@ def _weight(b: _Builder, w: torch.Tensor, q, layer: str, info: OnnxInfo):
     attrs = {}
     if enc.scale is None:
         scale, zp = np.array(1.0, dtype=np.float32), None
+    elif grouped:
+        scale, zp, attrs = _group_scale(enc.scale, spec, w.dim())
     else:
         scale, zp = _scale_of(enc.scale, spec)
     if spec.scaling == "channel":
         attrs["axis"] = 0
     inputs = [codes, b.const(scale.astype(np.float32), "wscale")]
-    if zp is not None:
+    if zp is not None or (b.deploy and f.name.startswith(("int", "uint"))):  # onnxruntime's QGemm fusion needs it
         inputs.append(_zero_point(b, f, zp, list(scale.shape)))
     info.weights.append((layer, f.name, spec.scaling))
     return b.node("DequantizeLinear", inputs, f"{layer}.weight_dq", **attrs)
+
+
+GROUP_FORMATS = ("int4", "uint4", "int8", "uint8")   # blocked (block_size) DequantizeLinear, opset 21
+
+
+def _group_scale(fixed, spec, ndim):
+    """Group scales laid out as ONNX's blocked DequantizeLinear wants them: the weight's shape with
+    the grouped axis cut to n_groups (lowbit keeps them as (other dims..., n_groups, 1), axis last)."""
+    s, zp = fixed if isinstance(fixed, tuple) else (fixed, None)
+    axis = spec.axis % ndim
+
+    def lay(t):
+        return t.detach().squeeze(-1).movedim(-1, axis).contiguous()
+    scale = lay(s).float().numpy()
+    return scale, (None if zp is None else lay(zp)), {"axis": axis, "block_size": spec.group_size}
+
+
+def _bias(b: _Builder, m: nn.Module, layer: str) -> str:
+    """The bias input: int32 codes + DequantizeLinear (scale s_in * s_w) in the deploy layout when
+    the layer's formats allow it (:func:`lowbit.export.onnx_deploy.quantize_bias`), else fp32."""
+    from .onnx_deploy import quantize_bias
+    qb = quantize_bias(m) if b.deploy else None
+    if qb is None:
+        return b.const(m.bias.detach().float().numpy(), "b")
+    codes, scale, axis = qb
+    return b.node("DequantizeLinear", [b.const(codes, "bq"), b.const(scale.astype(np.float32), "bscale")],
+                  f"{layer}.bias_dq", axis=axis)
 
 
 def _act(b: _Builder, x: str, q, where: str, info: OnnxInfo):
@@ -287,23 +334,31 @@ def _module(b: _Builder, m: nn.Module, x: str, target: str, info: OnnxInfo) -> s
         return x
     if isinstance(m, (nn.Linear, nn.Conv2d)):
         wq = m.weight_quantizer if isinstance(m, QuantLayer) else None
-        if isinstance(m, QuantLayer):
+        if isinstance(m, QuantLayer) and target not in b.skip:
             x = _act(b, x, m.input_quantizer, f"input of {target}", info)
-        w = _weight(b, m.weight, wq, target, info)
-        if isinstance(m, nn.Linear):
+        bias = _bias(b, m, target) if m.bias is not None else None
+        if isinstance(m, nn.Linear) and b.deploy and b.ranks.get(target) == 2:
+            w = _weight(b, m.weight, wq, target, info)
+            y = b.node("Gemm", [x, w] + ([bias] if bias else []), transB=1)
+        elif isinstance(m, nn.Linear):
+            w = _weight(b, m.weight, wq, target, info)
             y = b.node("MatMul", [x, b.node("Transpose", [w], "wt", perm=[1, 0])])
-            if m.bias is not None:
-                y = b.node("Add", [y, b.const(m.bias.detach().float().numpy(), "b")])
+            if bias:
+                y = b.node("Add", [y, bias])
         else:
+            w = _weight(b, m.weight, wq, target, info)
             if isinstance(m.padding, str) or m.padding_mode != "zeros":
                 raise ValueError(f"layer {target!r}: padding {m.padding!r}/{m.padding_mode} is not exported; allowed: "
                                  f"numeric zero padding")
-            ins = [x, w] + ([b.const(m.bias.detach().float().numpy(), "b")] if m.bias is not None else [])
+            ins = [x, w] + ([bias] if bias else [])
             p = _pair(m.padding)
             y = b.node("Conv", ins, kernel_shape=list(m.kernel_size), strides=_pair(m.stride), pads=p + p,
                        dilations=_pair(m.dilation), group=m.groups)
         if isinstance(m, QuantLayer):
             y = _act(b, y, m.output_quantizer, f"output of {target}", info)
+        if target in b.post:
+            q, consumer = b.post[target]
+            y = _act(b, y, q, f"input of {consumer} (after {target})", info)
         return y
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
         if m.training or m.running_mean is None:
@@ -341,7 +396,7 @@ def _module(b: _Builder, m: nn.Module, x: str, target: str, info: OnnxInfo) -> s
         if m.end_dim != -1:
             raise ValueError(f"layer {target!r}: Flatten(end_dim={m.end_dim}) is not exported; allowed: end_dim=-1")
         return b.node("Flatten", [x], axis=m.start_dim)
-    raise ValueError(f"layer {target!r} ({type(m).__name__}) cannot be exported to ONNX; "
+    raise UnsupportedOpError(f"layer {target!r} ({type(m).__name__}) cannot be exported to ONNX; "
                      f"allowed: {', '.join(SUPPORTED)}")
 
 
@@ -349,8 +404,13 @@ def _hooked(model):
     return [n for n, m in model.named_modules() if type(m).__name__ == "HookQuantizers"]
 
 
-def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo):
-    """The onnx.ModelProto of ``model`` (eval mode, fixed activation scales)."""
+LAYOUTS = ("deploy", "simulate")
+
+
+def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo, layout: str = "deploy"):
+    """The onnx.ModelProto of ``model`` (eval mode, fixed activation scales). ``layout``: 'deploy'
+    (Q/DQ around each quantized op, int32 bias, Gemm: :mod:`lowbit.export.onnx_deploy`; MODIFIES the
+    biases of ``model`` to their int32-rounded values) or 'simulate' (Q/DQ only where lowbit quantizes)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -358,9 +418,19 @@ def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo):
     if hooked:
         raise ValueError(f"quantizers on non-weight layers ({hooked[0].rsplit('.', 1)[0]}) are not exported; allowed: "
                          f"weight / input / output quantizers of Linear and Conv2d layers")
-    graph = _tracer().trace(model)
+    try:
+        graph = _tracer().trace(model)
+    except Exception as exc:  # noqa: BLE001 - torch.fx raises many types for untraceable code
+        raise UnsupportedOpError(f"the model cannot be traced by torch.fx ({' '.join(str(exc).split())[:200]})")
     mods = dict(model.named_modules())
     b = _Builder()
+    if layout not in LAYOUTS:
+        raise ValueError(f"ONNX layout {layout!r} is not allowed; allowed: {', '.join(LAYOUTS)}")
+    if layout == "deploy":
+        from .onnx_deploy import input_ranks, plan
+        b.deploy = True
+        b.post, b.skip = plan(graph, mods)
+        b.ranks = input_ranks(model, graph, example)
     env, out_names = {}, []
     for n in graph.nodes:
         if n.op == "placeholder":
@@ -377,7 +447,7 @@ def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo):
                 raise ValueError("models with several outputs are not exported; allowed: one output tensor")
             out_names.append(env[res.name])
         elif n.op == "get_attr":
-            raise ValueError(f"graph attribute {n.target!r} is not exported; "
+            raise UnsupportedOpError(f"graph attribute {n.target!r} is not exported; "
                              f"allowed: module layers ({', '.join(SUPPORTED)})")
     with torch.no_grad():
         y = model(example)
@@ -410,24 +480,27 @@ def _call(b: _Builder, n, env):
     if t in (F.relu, torch.relu, "relu"):
         return b.node("Relu", [args[0]])
     name = getattr(t, "__name__", t)
-    raise ValueError(f"operation {name!r} cannot be exported to ONNX; allowed: {', '.join(SUPPORTED)}")
+    raise UnsupportedOpError(f"operation {name!r} cannot be exported to ONNX; allowed: {', '.join(SUPPORTED)}")
 
 
 def export_onnx(model: nn.Module, path, example: torch.Tensor, *, calib_x: torch.Tensor | None = None,
-                backend: str | None = None) -> OnnxInfo:
+                backend: str | None = None, layout: str = "deploy") -> OnnxInfo:
     """Write ``model`` (a quantized model, eval mode) to ``path`` as an ONNX QDQ graph (opset 21).
 
     ``example``: one input batch (sets the input shape; the batch dimension is dynamic). Dynamic
     activation quantizers need ``calib_x`` (see :func:`freeze_activation_scales`). Returns an
     :class:`OnnxInfo` whose ``model`` is the PyTorch model the graph matches. ``backend``: the
     fake-quant kernels of the calibration and tracing passes (None: the current ``lowbit.backend``).
+    ``layout``: 'deploy' (default; onnxruntime fuses it into integer kernels, see
+    :mod:`lowbit.export.onnx_deploy`; fold BatchNorm first with ``fold_batchnorm``) or 'simulate'.
+    ``model`` itself is never modified.
     """
     from lowbit.ops.backend import backend as use_backend
     with use_backend(backend):
-        return _export_onnx(model, path, example, calib_x)
+        return _export_onnx(model, path, example, calib_x, layout)
 
 
-def _export_onnx(model, path, example, calib_x) -> OnnxInfo:
+def _export_onnx(model, path, example, calib_x, layout="deploy") -> OnnxInfo:
     import onnx
     model = model.eval()
     dyn = [n for n, m in model.named_modules() if _is_dynamic(m) and n.rsplit(".", 1)[-1] in
@@ -436,8 +509,10 @@ def _export_onnx(model, path, example, calib_x) -> OnnxInfo:
         if calib_x is None:
             raise ValueError(f"{dyn[0]} has a dynamic (per-batch) scale; pass calib_x to freeze it")
         model = freeze_activation_scales(model, calib_x)
+    elif layout == "deploy":
+        model = copy.deepcopy(model)   # the deploy layout rounds biases to their int32 grid
     info = OnnxInfo(str(path), model, OPSET)
-    mp = build_graph(model, example, info)
+    mp = build_graph(model, example, info, layout)
     onnx.save(mp, str(path))
     return info
 
@@ -451,7 +526,7 @@ def onnx_weights(path) -> dict:
     inits = {t.name: t for t in mp.graph.initializer}
     out = {}
     for n in mp.graph.node:
-        if n.op_type == "DequantizeLinear" and all(i in inits for i in n.input):
+        if n.op_type == "DequantizeLinear" and ".weight_dq" in n.output[0] and all(i in inits for i in n.input):
             layer = n.output[0].rsplit(".weight_dq", 1)[0]
             g = helper.make_graph([n], "w", [], [helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT, None)],
                                   [inits[i] for i in n.input])
@@ -495,81 +570,3 @@ def compare_onnx(path, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None
         d["acc_torch"] = float((ref.argmax(1) == y).float().mean())
         d["acc_onnx"] = float((out.argmax(1) == y).float().mean())
     return d
-
-
-# ---- CLI ----------------------------------------------------------------------------------------
-def _parser():
-    from lowbit.cli_util import OneLineParser, add_model_source
-
-    p = OneLineParser(prog="lowbit export onnx", description=(
-        "Post-training quantize a model (calibrated fixed scales, lowbit.ptq) and export it to ONNX with "
-        "QuantizeLinear/DequantizeLinear nodes; runs it in onnxruntime and prints the max |difference| to the "
-        f"fake-quantized PyTorch model and both test accuracies. Formats: {ALLOWED}."))
-    add_model_source(p)
-    p.add_argument("--weights", default="int8", help=f"weight format ({ALLOWED}; none = fp32)")
-    p.add_argument("--acts", default="int8", help=f"activation format of every layer input ({ALLOWED}; none)")
-    p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
-    p.add_argument("--calib", default="minmax", help="activation observer (lowbit.ptq METHODS)")
-    p.add_argument("--calib-samples", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=3, help="--train-quick epochs (default 3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="model.onnx", help="output .onnx file")
-    return p
-
-
-def cli_onnx(argv=None) -> int:
-    from lowbit.cli_util import run_cli
-
-    return run_cli("lowbit export onnx", _parser(), _run, argv, errors=(ValueError, OSError, TypeError, ImportError))
-
-
-def _fmt_arg(flag, text):
-    if text is None or text.lower() in ("none", "fp32"):
-        return None
-    from lowbit.formats.registry import get_format
-    try:
-        f = get_format(text)
-    except ValueError as exc:
-        raise ValueError(f"{flag} {text!r}: {exc}") from None
-    check_format(f, flag)
-    return f.name
-
-
-def _run(args) -> int:
-    from lowbit.data import load_dataset, normalize
-    from lowbit.ptq import PTQConfig, calibration_inputs, quantize_ptq
-
-    from .packed import build_source_model
-    w, a = _fmt_arg("--weights", args.weights), _fmt_arg("--acts", args.acts)
-    if w is None and a is None:
-        raise ValueError("nothing to quantize; allowed: --weights and/or --acts set to a format")
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(f"ONNX export needs the packages onnx and onnxruntime ({exc}); pip install onnx onnxruntime")
-    cfg = PTQConfig(calib=args.calib, calib_samples=args.calib_samples, per_channel=args.per_channel)
-    splits = load_dataset(args.dataset, seed=args.seed)
-    model, _ = build_source_model(args, splits)
-    model.eval()
-    calib = calibration_inputs(splits, args.calib_samples, args.seed)
-    res = quantize_ptq(model, w, a, calib, cfg)
-    xt = normalize(splits.test.x, splits.mean, splits.std)
-    info = export_onnx(res.model, args.out, xt[:1], calib_x=calib)
-    c = compare_onnx(args.out, info.model, xt, splits.test.y)
-    with torch.no_grad():
-        acc_f = float((model(xt).argmax(1) == splits.test.y).float().mean())
-    try:  # best effort: onnxruntime's QDQ graph rewrites reject some valid graphs (int4 before MaxPool)
-        pred = run_onnx(args.out, xt, optimize=True).argmax(1)
-        acc_opt = f"{100 * float((pred == splits.test.y).float().mean()):.2f}%"
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        acc_opt = f"not run: {' '.join(str(exc).split())[:160]}"
-    nodes = ", ".join(f"{k} {v}" for k, v in info.nodes.items())
-    print(f"exported {args.model} weights={w or 'fp32'} acts={a or 'fp32'} -> {args.out} (opset {info.opset}; {nodes})")
-    print(f"onnxruntime vs fake-quantized PyTorch on {len(xt)} {args.dataset} test samples: max |diff| "
-          f"{c['max_abs_diff']:.3g} (outputs up to {c['ref_max_abs']:.3g}; {100 * c['frac_exact']:.2f}% of samples "
-          f"within 1e-4), argmax agreement "
-          f"{100 * c['argmax_agree']:.2f}%")
-    print(f"accuracy: fp32 {100 * acc_f:.2f}%  fake-quant PyTorch {100 * c['acc_torch']:.2f}%  "
-          f"onnxruntime {100 * c['acc_onnx']:.2f}% (graph optimizations on: {acc_opt})")
-    return 0

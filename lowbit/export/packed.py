@@ -35,7 +35,6 @@ import json
 import math
 import os
 import struct
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -46,7 +45,7 @@ from lowbit.nn.packing import encode_weight, pack_weights, quantizer_parameter_i
 from lowbit.ops import QuantSpec
 from lowbit.ops.encode import Encoded, decode
 
-__all__ = ["PackedInfo", "build_source_model", "cli_packed", "cost_bytes", "encode_weight", "load_packed", "packed_info", "read_header", "read_metadata",
+__all__ = ["PackedInfo", "cost_bytes", "encode_weight", "load_packed", "packed_info", "read_header", "read_metadata",
            "save_packed"]
 
 FORMAT_TAG = "lowbit.packed"
@@ -234,94 +233,3 @@ def cost_bytes(model: nn.Module, input_shape) -> float:
     plan = {n: LayerPlan(m.weight_quantizer.spec, None) for n, m in model.named_modules()
             if isinstance(m, QuantLayer) and m.weight_quantizer is not None and n in names}
     return model_cost(layers, plan).total["weight_bytes"]
-
-
-# ---- CLI ----------------------------------------------------------------------------------------
-def _parser():
-    from lowbit.cli_util import OneLineParser, add_model_source
-
-    p = OneLineParser(prog="lowbit export packed", description=(
-        "Quantize a model's weights and save them truly packed (codes + scales) in a .safetensors file; "
-        "prints the file size next to the cost model's storage figure."))
-    add_model_source(p)
-    p.add_argument("--weights", default="int4", help="weight format (default int4)")
-    p.add_argument("--per-channel", action="store_true", help="calibrated per-channel weight scales (PTQ)")
-    p.add_argument("--epochs", type=int, default=3, help="--train-quick epochs (default 3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="model.lowbit.safetensors", help="output file")
-    p.add_argument("--verify", action="store_true", help="load the file into a fresh model and compare")
-    return p
-
-
-def build_source_model(args, splits=None):
-    """The float model from --checkpoint or --train-quick (shared with the ONNX CLI)."""
-    import hashlib
-
-    from lowbit.ptq.checkpoint import (build_model, load_into, parse_model_kwargs, quick_model_kwargs,
-                                       train_quick)
-    if not args.checkpoint and not args.train_quick:
-        raise ValueError("no model given; allowed: --checkpoint PATH or --train-quick")
-    kwargs = parse_model_kwargs(args.model_kwargs)
-    if args.train_quick and args.model_kwargs is None:
-        kwargs = quick_model_kwargs(args.model)
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, args.dataset, kwargs)
-    if args.checkpoint:
-        return load_into(model, args.checkpoint), kwargs
-    if args.epochs < 1:
-        raise ValueError(f"--epochs {args.epochs} is not allowed; allowed: an integer >= 1")
-    from lowbit.data import load_dataset
-    splits = splits or load_dataset(args.dataset, seed=args.seed)
-    key = json.dumps([args.model, args.dataset, kwargs, args.epochs, args.seed], sort_keys=True)
-    run_dir = os.path.join("runs", "export", f"train_quick_{args.model}_{hashlib.sha256(key.encode()).hexdigest()[:8]}")
-    out = train_quick(model, splits, epochs=args.epochs, seed=args.seed, run_dir=run_dir)
-    s = out["summary"]
-    print(f"trained {args.model} on {args.dataset}: test acc {100 * s.get('final_test_acc', float('nan')):.2f}% "
-          f"(weights in {run_dir}/best.pt)", file=sys.stderr)
-    return model, kwargs
-
-
-def _check_format(flag, name):
-    from lowbit.cli_util import tensor_format
-    return tensor_format(flag, name)
-
-
-def cli_packed(argv=None) -> int:
-    from lowbit.cli_util import run_cli
-
-    return run_cli("lowbit export packed", _parser(), _run, argv, errors=(ValueError, OSError, TypeError))
-
-
-def _run(args) -> int:
-    import copy
-
-    from lowbit.nn import quantize_model
-    from lowbit.ptq import ptq_recipe
-    from lowbit.ptq.checkpoint import build_model, dataset_shape
-
-    wname = _check_format("--weights", args.weights)
-    model, kwargs = build_source_model(args)
-    qmodel = copy.deepcopy(model).eval()
-    quantize_model(qmodel, ptq_recipe(wname, None, "channel" if args.per_channel else None))
-    info = save_packed(qmodel, args.out)
-    c, size, _ = dataset_shape(args.dataset)
-    cb = cost_bytes(qmodel, (1, c, size, size))
-    print(f"packed {args.model} weights={wname} -> {args.out}")
-    print(f"  file size        {info.file_bytes} bytes (fp32 parameters: {info.fp32_bytes} bytes; "
-          f"packed parameters {info.fp32_bytes / max(info.params_bytes, 1):.2f}x smaller)")
-    print(f"  = header         {info.header_bytes} bytes (JSON index + metadata)")
-    print(f"  + parameters     {info.params_bytes} bytes (packed codes + scales + other parameters)")
-    print(f"  + buffers        {info.buffer_bytes} bytes (BatchNorm statistics etc., not in the cost model)")
-    print(f"  cost model       {cb:g} bytes (lowbit.cost weight_bytes); parameters - cost = "
-          f"{info.params_bytes - cb:g} bytes (byte padding of {info.packed_tensors} packed tensors)")
-    if args.verify:
-        torch.manual_seed(args.seed + 1)
-        fresh = build_model(args.model, args.dataset, kwargs)
-        load_packed(args.out, fresh)
-        qsd = dict(qmodel.named_parameters())
-        from lowbit.nn.modules import QuantLayer
-        same = all(torch.equal(dict(fresh.named_parameters())[f"{n}.weight"], m.weight_quantizer(m.weight))
-                   for n, m in qmodel.named_modules() if isinstance(m, QuantLayer) and m.weight_quantizer is not None)
-        print(f"  verify           loaded into a fresh model: quantized weights bit-exact: {same}; "
-              f"{len(qsd)} parameters")
-    return 0

@@ -30,10 +30,19 @@ def decode_element(codes: torch.Tensor, fmt) -> torch.Tensor:
     return table[c]
 
 
+def _check_bits(bits):
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+        raise ValueError(f"bits={bits!r} is not allowed; allowed: 1..16")
+
+
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack ``bits``-wide codes (any integer dtype, flattened) into a uint8 tensor, LSB-first stream."""
-    if not isinstance(bits, int) or not 1 <= bits <= 16:
-        raise ValueError(f"bits={bits!r} is not allowed; allowed: 1..16")
+    _check_bits(bits)
+    if not isinstance(codes, torch.Tensor):
+        raise TypeError(f"codes must be a torch.Tensor of integer codes, got {type(codes).__name__}")
+    if codes.is_floating_point() or codes.is_complex():
+        raise ValueError(f"codes of dtype {codes.dtype} are not allowed; allowed: an integer dtype "
+                         f"(the codes lowbit.encode returns)")
     c = codes.reshape(-1).to(torch.int32)
     if bool(((c < 0) | (c >= (1 << bits))).any()):
         raise ValueError(f"codes do not fit in {bits} bits; allowed: 0..{(1 << bits) - 1}")
@@ -51,8 +60,11 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
 def unpack(data: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     """Inverse of :func:`pack`: the first ``count`` codes (uint8 for bits <= 8, else int32)."""
-    if not isinstance(bits, int) or not 1 <= bits <= 16:
-        raise ValueError(f"bits={bits!r} is not allowed; allowed: 1..16")
+    _check_bits(bits)
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"packed data must be a torch.Tensor (uint8), got {type(data).__name__}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count={count!r} is not allowed; allowed: an integer >= 0")
     if data.dtype != torch.uint8:
         raise ValueError(f"packed data must be uint8, got {data.dtype}")
     need = (count * bits + 7) // 8

@@ -109,6 +109,7 @@ def _quantizer_param_ids(model) -> set:
 def footprint(model: nn.Module, assignment, input_shape=None, example_input=None) -> Footprint:
     """Weight storage of ``model`` under ``assignment``; activation memory when ``input_shape``
     (full shape, batch included, e.g. (1, 3, 32, 32)) or ``example_input`` is given."""
+    _check_args(model, assignment, input_shape, example_input)
     rows, wbits = _weight_rows(model, assignment)
     qids = _quantizer_param_ids(model)
     fp32 = 4 * sum(p.numel() for p in model.parameters() if id(p) not in qids)
@@ -117,6 +118,24 @@ def footprint(model: nn.Module, assignment, input_shape=None, example_input=None
         fp.activation_bits, fp.activation_rows = _activation_bits(model, input_shape, example_input)
         fp.input_shape = tuple(example_input.shape if example_input is not None else input_shape)
     return fp
+
+
+def _check_args(model, assignment, input_shape, example_input):
+    from .assignment import Assignment
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(assignment, Assignment):
+        raise TypeError(f"assignment must be the lowbit.nn.Assignment that quantize_model returns, "
+                        f"got {type(assignment).__name__}")
+    if input_shape is not None:
+        ok = isinstance(input_shape, (tuple, list)) and len(input_shape) > 0 and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in input_shape)
+        if not ok:
+            raise ValueError(f"input_shape={input_shape!r} is not allowed; allowed: a tuple of positive ints, "
+                             f"batch first, e.g. (1, 3, 32, 32)")
+    if example_input is not None and not isinstance(example_input, torch.Tensor):
+        raise TypeError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
 
 
 def _bits_of(spec) -> float:
@@ -163,7 +182,12 @@ def _activation_bits(model, input_shape, example_input):
                 x = torch.randn(tuple(input_shape), device=p.device if p is not None else "cpu")
             record(x, x.element_size() * 8, "(input)")
             run.eval()
-            run(x)
+            try:
+                run(x)
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                raise ValueError(f"the model cannot run an input of shape {list(x.shape)}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                                 f"allowed: the shape the model takes, batch first") from None
     finally:
         run.train(was_training)
         for h in handles:

@@ -19,7 +19,7 @@ from lowbit.formats.base import Format
 from lowbit.formats.registry import get_format
 
 from .recipe import Recipe, Rule
-from .specs import LayerSpec, SoftmaxSpec, MatmulSpec, slot
+from .specs import SPEC_FIELDS, LayerSpec, SoftmaxSpec, MatmulSpec, slot
 
 TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
 
@@ -42,6 +42,11 @@ def make_recipe(weights=None, activations=None, softmax=None, inputs=None, atten
     as a format name or dict. ``learn_weight`` / ``learn_act``: see :class:`LayerSpec`. Emits one
     rule per layer kind, in the order weight, activation, softmax, attention, functional.
     """
+    unknown = [k for k in spec_kwargs if k not in SPEC_FIELDS]
+    if unknown:
+        raise TypeError(f"make_recipe() got an unknown keyword {unknown[0]!r}; allowed: {', '.join(TARGETS)}, "
+                        f"keep_first_last, learn_weight, learn_act, name, and the QuantSpec fields "
+                        f"{', '.join(SPEC_FIELDS)}")
     w, i, a = (_entry(v, spec_kwargs) for v in (weights, inputs, activations))
     s, t, g = (_entry(v, spec_kwargs) for v in (softmax, attention, grads))
     sm = SoftmaxSpec.all(s) if s is not None else None

@@ -170,6 +170,8 @@ def quantize_model(model: nn.Module, recipe: Recipe, inplace: bool = True, stric
     A rule that matches no layer, or a slot a rule sets that none of its layers has, gives a
     :class:`~lowbit.nn.coverage.RecipeWarning`; ``strict=True`` raises
     :class:`~lowbit.nn.coverage.RecipeCoverageError` instead, before the model is changed."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a lowbit.nn.Recipe, got {type(recipe).__name__} "
                         f"(build one with make_recipe or recipe_for_precision)")

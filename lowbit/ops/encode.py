@@ -83,6 +83,10 @@ def _element_codes(q, s, f, saturate):
 
 def decode(enc: Encoded, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Values of an :class:`Encoded` tensor (the same numbers :func:`lowbit.quantize` returns)."""
+    if not isinstance(enc, Encoded):
+        raise TypeError(f"decode expects the Encoded that lowbit.encode returns, got {type(enc).__name__}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype={dtype!r} is not allowed; allowed: a floating torch dtype such as torch.float32")
     spec, f, s = enc.spec, enc.spec.format, enc.scale
     if spec.chunk is None:
         v = f.decode(enc.codes)

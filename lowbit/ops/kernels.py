@@ -11,7 +11,12 @@ in C++ for the common CPU cases. All give bit-identical results because the arit
                   do not cover (:func:`lowbit.ops.native.unsupported` says which).
     ``auto``      native where it covers the call, else compiled for tensors of at least
                   ``AUTO_MIN_NUMEL`` elements and eager below; eager inside ``torch.compile`` and
-                  wherever compilation is unavailable (a warning says why, once).
+                  wherever compilation is unavailable (a warning says why, once). The choice follows
+                  from what is built for the CPU, with no tuning run: the native kernels are built
+                  for its ISA level (``LOWBIT_NATIVE_ISA``, vectors as wide as its registers), and
+                  at x86-64-v2, v3 and v4 they measured faster than the compiled kernels (or within
+                  that run's noise) in every row of benchmarks/qdq.py, whose ``backend='auto'``
+                  GOAL line checks it per level.
 The default is the innermost ``with lowbit.backend(...)`` block, else the ``LOWBIT_BACKEND``
 environment variable, else ``auto`` (:mod:`lowbit.ops.backend`, where the list is declared).
 """

@@ -2,9 +2,9 @@
 
 The C++ kernels repeat the reference arithmetic of :mod:`lowbit.formats.cast` and
 :mod:`lowbit.ops.scaling` operation for operation (bit-identical, tested in tests/test_native.py);
-they exist for speed: vectors as wide as the ISA level's registers, block scales computed one vector of
-blocks at a time, non-temporal
-stores for outputs larger than the last-level cache, and torch's OpenMP threads.
+they exist for speed: vectors as wide as the ISA level's registers, block scales computed one vector
+of blocks at a time, non-temporal stores for outputs larger than the last-level cache, and torch's
+OpenMP threads.
 
 Covered (everything else goes to the compiled/eager kernels, see :func:`unsupported`):
     element formats  minifloats with round-to-nearest (any ExMy with E <= 7 and fp16; not bf16/fp32),

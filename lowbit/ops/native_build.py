@@ -13,6 +13,9 @@ copy). A level the CPU cannot run is refused (its code would die on an illegal i
 FMA contraction stays off at every level (``-ffp-contract=off``), so every level computes the same
 IEEE operations as the eager reference, bit for bit.
 
+``LOWBIT_NATIVE_LANES=4|8|16`` forces another width, for measurements only (16 lanes at v3 reproduce
+the scalarised build).
+
 The library goes to ``$LOWBIT_CACHE_DIR/native`` (default ``~/.cache/lowbit/native``), keyed by the
 sources, the compiler and its version, the flags (the level's ``-march`` among them) and the CPU, and
 is written atomically, so concurrent processes can build it at once.
@@ -115,9 +118,22 @@ def _cpu_id() -> str:
         return platform.machine() + platform.processor()
 
 
+LANES_ENV = "LOWBIT_NATIVE_LANES"      # experiments only: force the vector width (4, 8 or 16 lanes)
+
+
+def _lanes_flag() -> list[str]:
+    lanes = os.environ.get(LANES_ENV)
+    if not lanes:
+        return []
+    if lanes not in ("4", "8", "16"):
+        raise ValueError(f"{LANES_ENV}={lanes!r} is not allowed; allowed: 4, 8, 16 (unset: the level's registers)")
+    return [f"-DLOWBIT_W={lanes}"]
+
+
 def variants(isa: str) -> list[list[str]]:
     """Flag sets to try in order: with OpenMP (torch's threads), then without (an own thread pool)."""
     march = ["-march=native"] if isa == "native" else ["-march=" + X86_LEVELS[isa][0]]
+    march += _lanes_flag()
     if isa == "native":
         return [march + ["-fopenmp"], ["-fopenmp"], march, []]
     return [march + ["-fopenmp"], march]

@@ -5,10 +5,11 @@
 // contraction: built with -ffp-contract=off, never -ffast-math) and the same integer arithmetic on
 // fp32 encodings, so the results are bit-identical to the eager path (tests/test_native.py checks it).
 //
-// What they add is the memory schedule: explicit 16-lane vectors (GCC vector extensions, lowered to
-// AVX-512, AVX2 or SSE by -march=native), block scales computed 16 blocks at a time while the blocks
-// sit in L1 (for NVFP4, the block amaxes of the first pass are kept for the second), non-temporal
-// stores for outputs larger than the last-level cache, and torch's own OpenMP threads.
+// What they add is the memory schedule: explicit vectors as wide as the ISA level's registers (GCC
+// vector extensions: 16 lanes for AVX-512, 8 for AVX2, 4 for SSE4.2 and NEON; see qdq_native_vec.h and
+// native_build.py), block scales computed one vector of blocks at a time while the blocks sit in L1
+// (for NVFP4, the block amaxes of the first pass are kept for the second), non-temporal stores for
+// outputs larger than the last-level cache, and torch's own OpenMP threads.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -109,7 +110,7 @@ void tensor_kernel(const float* x, float* out, uint8_t* mask, int64_t n, const E
 // ---- blocks: MX, NVFP4, groups --------------------------------------------------------------------
 // One level of a transpose-reduction: C's segments of 2h lanes hold A's and B's segments folded in half.
 template <int H>
-inline vi fold(vi a, vi b) {
+LB_INLINE vi fold(vi a, vi b) {
     vi p1, p2;
     for (int l = 0; l < W; ++l) {
         int base = l / (2 * H) * (2 * H), r = l - base;
@@ -140,13 +141,13 @@ __attribute__((always_inline)) inline vi hmax_lanes(vi* m) {
     return __builtin_shuffle(r, rev);
 }
 
-inline vf lane(vf v, int64_t j) { return __builtin_shuffle(v, splati((int32_t)j)); }
+LB_INLINE vf lane(vf v, int64_t j) { return __builtin_shuffle(v, splati((int32_t)j)); }
 
 // Amaxes of the blocks [g0, g1) (at most W) as the |x| bit patterns, one lane per block: NaN > Inf >
 // every finite value, so a block holding NaN or Inf has amax >= Inf's pattern. FINITE (groups): the
 // finite amax instead. ``fin`` (if given) accumulates the finite amax of every element.
 template <int FINITE, int BS>
-inline vi group_amax(const float* x, int64_t g0, int64_t g1, int64_t bs_, vi* fin) {
+LB_INLINE vi group_amax(const float* x, int64_t g0, int64_t g1, int64_t bs_, vi* fin) {
     const int64_t bs = BS ? BS : bs_;
     vi m[W];
     for (int64_t j = g0; j < g0 + W; ++j) {
@@ -187,7 +188,7 @@ float block_amax_range(const float* x, int32_t* amaxes, int64_t b0, int64_t b1, 
     return f_of(r);
 }
 
-// 16 blocks at a time: their amaxes into one vector, their 16 scales computed as one vector, then
+// W blocks at a time: their amaxes into one vector, their W scales computed as one vector, then
 // the elements quantized while the blocks are still in L1. MODE 0: MX, 1: NVFP4, 2: groups.
 template <int KIND, int MODE, int MASK, int BS>
 void block_range(const float* x, float* out, uint8_t* mask, const int32_t* amaxes, int64_t b0, int64_t b1,

@@ -9,6 +9,10 @@
 
 namespace {
 
+// Every vector helper is inlined: called out of line (GCC's choice for cast_float at -O3) each vector
+// pays a call with its arguments through memory, measured slower at every level.
+#define LB_INLINE inline __attribute__((always_inline))
+
 
 // Lanes per vector: the width of the target's vector registers (native.py passes -march for the ISA
 // level). Wider GCC vectors than the registers are lowered to scalar code for comparisons and selects
@@ -43,16 +47,16 @@ struct Blk {                 // block-scale rule; matches native.py's _Blk
     Elem e4m3;
 };
 
-inline vf splat(float s) { return vf{} + s; }
-inline vi splati(int32_t s) { return vi{} + s; }
-inline vf ld(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
-inline vf ld_part(const float* p, int k) { vf v = {}; for (int i = 0; i < k; ++i) v[i] = p[i]; return v; }
-inline vi bits(vf v) { return (vi)v; }
-inline vf flt(vi v) { return (vf)v; }
-inline vf vabs(vf v) { return flt(bits(v) & 0x7FFFFFFF); }
-inline vf vcopysign(vf mag, vf sgn) { return flt((bits(mag) & 0x7FFFFFFF) | (bits(sgn) & (int32_t)0x80000000)); }
+LB_INLINE vf splat(float s) { return vf{} + s; }
+LB_INLINE vi splati(int32_t s) { return vi{} + s; }
+LB_INLINE vf ld(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+LB_INLINE vf ld_part(const float* p, int k) { vf v = {}; for (int i = 0; i < k; ++i) v[i] = p[i]; return v; }
+LB_INLINE vi bits(vf v) { return (vi)v; }
+LB_INLINE vf flt(vi v) { return (vf)v; }
+LB_INLINE vf vabs(vf v) { return flt(bits(v) & 0x7FFFFFFF); }
+LB_INLINE vf vcopysign(vf mag, vf sgn) { return flt((bits(mag) & 0x7FFFFFFF) | (bits(sgn) & (int32_t)0x80000000)); }
 
-inline void st(float* p, vf v, bool nt) {                // nt: a non-temporal store (p 64-byte aligned)
+LB_INLINE void st(float* p, vf v, bool nt) {                // nt: a non-temporal store (p 64-byte aligned)
 #if defined(__AVX512F__) && LOWBIT_W == 16
     if (nt) { _mm512_stream_ps(p, (__m512)v); return; }
 #endif
@@ -71,15 +75,15 @@ inline void st(float* p, vf v, bool nt) {                // nt: a non-temporal s
 #endif
     std::memcpy(p, &v, sizeof v);
 }
-inline void st_part(float* p, vf v, int k) { for (int i = 0; i < k; ++i) p[i] = v[i]; }
-inline void fence(bool nt) {
+LB_INLINE void st_part(float* p, vf v, int k) { for (int i = 0; i < k; ++i) p[i] = v[i]; }
+LB_INLINE void fence(bool nt) {
 #if defined(__x86_64__) || defined(__i386__)
     if (nt) _mm_sfence();
 #else
     (void)nt;
 #endif
 }
-inline void st_mask(uint8_t* m, vi c, int k) {            // lane l of c is 0 or -1 -> m[l] = 0 or 1
+LB_INLINE void st_mask(uint8_t* m, vi c, int k) {            // lane l of c is 0 or -1 -> m[l] = 0 or 1
     c = c & 1;
     if (k < W) {
         for (int i = 0; i < k; ++i) m[i] = (uint8_t)c[i];
@@ -102,7 +106,7 @@ inline void st_mask(uint8_t* m, vi c, int k) {            // lane l of c is 0 or
 #endif
 }
 // ---- element casts (cast.py: _float_cast_magic + _finish, int_cast) -----------------------------
-inline vf finish(vf q, vf y, const Elem& p) {
+LB_INLINE vf finish(vf q, vf y, const Elem& p) {
     vf mx = splat(p.maxv);
     q = q > mx ? (p.saturate ? mx : splat(p.ovf)) : q;   // NaN compares false: NaN stays NaN
     q = vcopysign(q, y);
@@ -110,7 +114,7 @@ inline vf finish(vf q, vf y, const Elem& p) {
     return q;
 }
 
-inline vf cast_float(vf y, const Elem& p) {
+LB_INLINE vf cast_float(vf y, const Elem& p) {
     vf ax = vabs(y);
     vf chi = splat(p.clamp_hi);
     ax = ax > chi ? chi : ax;
@@ -128,7 +132,7 @@ inline vf cast_float(vf y, const Elem& p) {
     return finish(q, y, p);
 }
 
-inline vf cast_int(vf y, const Elem& p) {
+LB_INLINE vf cast_int(vf y, const Elem& p) {
     if (p.has_frac) y = y * p.frac_mul;
     vf ay = vabs(y), T = splat(0x1p23f), r;
     if (p.rounding == 0) r = ay < T ? (ay + T) - T : ay;     // ties to even (ulp of 2^23 is 1)
@@ -143,12 +147,12 @@ inline vf cast_int(vf y, const Elem& p) {
 }
 
 template <int KIND>
-inline vf cast(vf y, const Elem& p) { return KIND == 0 ? cast_float(y, p) : cast_int(y, p); }
+LB_INLINE vf cast(vf y, const Elem& p) { return KIND == 0 ? cast_float(y, p) : cast_int(y, p); }
 
 // ---- scales (scaling.py: element_scale, pow2_ceil, mx_shared_exp, _pow2, block_scales) ----------
-inline float f_of(int32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
+LB_INLINE float f_of(int32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
 
-inline vf pow2_ceil(vf s) {                                     // subnormal s: normalised by 2^64 first
+LB_INLINE vf pow2_ceil(vf s) {                                     // subnormal s: normalised by 2^64 first
     vi sub = s < splat(0x1p-126f);
     vf sn = sub ? s * 0x1p64f : s;
     vf r = flt((bits(sn) + 0x7FFFFF) & 0x7F800000);
@@ -157,7 +161,7 @@ inline vf pow2_ceil(vf s) {                                     // subnormal s: 
     return r > top ? top : r;
 }
 
-inline vf ratio_scale(vf amax, float fmax) {                    // scaling.py: ratio_scale
+LB_INLINE vf ratio_scale(vf amax, float fmax) {                    // scaling.py: ratio_scale
     vf s = amax / fmax;
     vf t = ((amax * 0x1p100f) / fmax) * 0x1p49f;
     t = t < splat(0x1p23f) ? t : splat(0x1p23f);
@@ -168,12 +172,12 @@ inline vf ratio_scale(vf amax, float fmax) {                    // scaling.py: r
     return amax > 0 ? s : splat(1.0f);
 }
 
-inline vf amax_scale(vf amax, float fmt_max, int pow2) {        // element_scale
+LB_INLINE vf amax_scale(vf amax, float fmt_max, int pow2) {        // element_scale
     vf s = ratio_scale(amax, fmt_max);
     return pow2 ? pow2_ceil(s) : s;
 }
 
-inline vf mx_scale(vf amax, vi bad, const Blk& b) {
+LB_INLINE vf mx_scale(vf amax, vi bad, const Blk& b) {
     vi sub = amax < splat(0x1p-126f);
     vi bb = bits(sub ? amax * 0x1p64f : amax);
     vi e = ((bb >> 23) & 0xFF) - 127 - (sub & 64);
@@ -190,7 +194,7 @@ inline vf mx_scale(vf amax, vi bad, const Blk& b) {
     return bad ? splat(__builtin_nanf("")) : flt(pw);
 }
 
-inline vf nv_scale(vf amax, vi bad, float st, const Blk& b) {
+LB_INLINE vf nv_scale(vf amax, vi bad, float st, const Blk& b) {
     vf sb = cast_float((amax / st) / b.fmt_max, b.e4m3);
     return bad ? splat(__builtin_nanf("")) : sb * st;
 }

@@ -52,6 +52,12 @@ class QuantSpec:
         object.__setattr__(self, "format", fmt)
         _check(self.rounding, ROUNDINGS, "rounding")
         _check(self.grad, GRADS, "grad")
+        for key in ("saturate", "pow2_scale", "pad"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}={getattr(self, key)!r} is not allowed; allowed: True, False")
+        for key in ("axis", "group_size", "block_size"):
+            if isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key}={getattr(self, key)!r} is not allowed; allowed: an integer")
         if self.scaling is None:
             object.__setattr__(self, "scaling", fmt.default_scaling)
         _check(self.scaling, SCALINGS, "scaling")
@@ -98,6 +104,10 @@ def _check(value, allowed, what):
 
 
 def make_spec(fmt, **kw) -> QuantSpec:
+    fields = [f.name for f in dataclasses.fields(QuantSpec) if f.name != "format"]
+    unknown = [k for k in kw if k not in fields]
+    if unknown:
+        raise TypeError(f"unknown keyword {unknown[0]!r}; allowed: the QuantSpec fields {', '.join(fields)}")
     if isinstance(fmt, QuantSpec):
         return fmt.replace(**kw) if kw else fmt
     return QuantSpec(fmt, **kw)
@@ -123,6 +133,88 @@ def _validate(x: torch.Tensor, spec: QuantSpec):
             what = "group_size" if spec.scaling == "group" else "block size"
             raise ValueError(f"{what} {n} does not divide axis {spec.axis} of size {size} "
                              f"(shape {list(x.shape)}); allowed: a size divisible by {n}, or pad=True")
+
+
+def _bad_values(t, ok_fn) -> str | None:
+    """The first value of number/tensor ``t`` that ``ok_fn`` rejects (as text), or None."""
+    if isinstance(t, bool) or not isinstance(t, (int, float, torch.Tensor)):
+        raise TypeError(f"a scale must be a number or a torch.Tensor, got {type(t).__name__}")
+    v = torch.as_tensor(t, dtype=torch.float32) if not isinstance(t, torch.Tensor) else t.detach().float()
+    bad = ~ok_fn(v)
+    if not bool(bad.any()):
+        return None
+    first = v[bad].reshape(-1)[0].item()
+    return f"{first!r}" if v.dim() == 0 else f"{first!r} (one of {int(bad.sum())} such values of {v.numel()})"
+
+
+def _check_scale(scale, spec: QuantSpec):
+    """A given scale must be finite and > 0 ((scale, zero point) for unsigned ints: zero point an
+    integer in [0, qmax]). A scale that requires grad (a learnable scale) is the training loop's:
+    a NaN there is a divergence, reported by the loss, not a bad argument."""
+    fmt = spec.format
+    asym = fmt.kind == "int" and not fmt.signed
+    if asym:
+        if not (isinstance(scale, (tuple, list)) and len(scale) == 2):
+            raise ValueError(f"scale for unsigned format {fmt.name!r} must be a pair (scale, zero point); "
+                             f"got {type(scale).__name__}")
+        s, zp = scale
+    elif isinstance(scale, (tuple, list)):
+        raise ValueError(f"scale=(scale, zero point) is only for unsigned integer formats; {fmt.name!r} takes "
+                         f"one scale (a number or a tensor)")
+    else:
+        s, zp = scale, None
+    if not (isinstance(s, torch.Tensor) and s.requires_grad):
+        bad = _bad_values(s, lambda v: torch.isfinite(v) & (v > 0))
+        if bad is not None:
+            raise ValueError(f"scale={bad} is not allowed; allowed: finite numbers > 0")
+    if zp is not None:
+        bad = _bad_values(zp, lambda v: (v >= 0) & (v <= fmt.qmax) & (v == torch.round(v)))
+        if bad is not None:
+            raise ValueError(f"zero point={bad} is not allowed for {fmt.name!r}; allowed: integers 0..{fmt.qmax}")
+
+
+def _check_extras(spec: QuantSpec, generator, out, values):
+    """Types of quantize's optional arguments ``generator``, ``out`` and ``values``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if out is not None and not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
+    if values is not None:
+        if spec.format.kind != "codebook":
+            raise ValueError(f"values= is only for codebook formats (got {spec.format.name!r}); allowed: values=None")
+        if not (isinstance(values, torch.Tensor) and values.is_floating_point() and values.dim() == 1
+                and values.numel() >= 2):
+            what = f"a {type(values).__name__}" if not isinstance(values, torch.Tensor) else \
+                f"a {values.dtype} tensor of shape {list(values.shape)}"
+            raise ValueError(f"values must be a 1-D float tensor of at least 2 sorted values; got {what}")
+
+
+def _check_scale_shape(scale, spec: QuantSpec, x: torch.Tensor):
+    """A scale tensor must broadcast against ``x`` (for group scaling: x laid out (..., n_groups, G))."""
+    shape = list(x.shape)
+    if spec.scaling == "group":
+        axis, n = spec.axis % x.dim(), spec.group_size
+        shape.append(shape.pop(axis))
+        shape[-1:] = [-(-shape[-1] // n), n]
+    for t in scale if isinstance(scale, (tuple, list)) else (scale,):
+        if isinstance(t, torch.Tensor):
+            try:
+                out = torch.broadcast_shapes(tuple(t.shape), tuple(shape))
+            except RuntimeError:
+                out = None
+            if out != tuple(shape):
+                raise ValueError(f"scale of shape {list(t.shape)} does not broadcast to the input laid out for "
+                                 f"scaling={spec.scaling!r}, {shape}; allowed: a shape that broadcasts to it, "
+                                 f"e.g. {_example_shape(spec, shape)}")
+
+
+def _example_shape(spec, shape) -> list:
+    if spec.scaling == "channel":
+        ax = spec.axis % len(shape)
+        return [s if i == ax else 1 for i, s in enumerate(shape)]
+    if spec.scaling == "group":
+        return shape[:-1] + [1]
+    return []
 
 
 class _FakeQuant(torch.autograd.Function):
@@ -156,9 +248,16 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
     """
     spec = make_spec(fmt, **kw)
     _validate(x, spec)
+    _check_extras(spec, generator, out, values)
     if scale is not None and spec.scaling == "block":
         raise ValueError(f"scale= is not supported for block format {spec.format.name!r}; allowed: scale=None "
                          f"(block scales are computed per block)")
+    if scale is not None and spec.scaling == "none":
+        raise ValueError(f"scale= is not used with scaling='none' (a direct cast of {spec.format.name!r}); "
+                         f"allowed: scaling='tensor', 'channel' or 'group' with scale=, or no scale")
+    if scale is not None:
+        _check_scale(scale, spec)
+        _check_scale_shape(scale, spec, x)
     noise = None
     if spec.rounding == "stochastic":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)

@@ -49,7 +49,7 @@ def ratio_scale(amax: torch.Tensor, fmax: float) -> torch.Tensor:
     elements would clip), and a quotient below 2^-150 would round to 0 (the tensor would be flushed):
     there s = ceil(amax / fmax / 2^-149) * 2^-149, the next multiple of 2^-149 up, at least 2^-149.
     The quotient in units of 2^-149 is computed exactly up to one rounding: amax * 2^100 / fmax * 2^49
-    (powers of two scale exactly; amax < 4 * fmax * 2^-128 there, so nothing overflows).
+    (powers of two scale exactly; amax < fmax * 2^-126 there, so nothing overflows).
     """
     s = amax / fmax
     t = ((amax * 2.0 ** 100) / fmax * 2.0 ** 49).clamp(max=2.0 ** 23)

@@ -228,11 +228,14 @@ def _quantize_ptq(model, weights, acts, calib_x, cfg, recipe) -> PTQResult:
     x = calib_x[:cfg.calib_samples]
     res = PTQResult(qmodel, asg, weights, acts, cfg)
     layers = _qlayers(qmodel)
-    for _, m in layers:
+    for name, m in layers:
         if m.weight_quantizer is not None:
             spec = m.weight_quantizer.spec
-            s = weight_scale(m.weight, spec, cfg.weight_calib, cfg.percentile, cfg.bins) \
-                if spec.scaling in ("tensor", "channel") else None
+            try:
+                s = weight_scale(m.weight, spec, cfg.weight_calib, cfg.percentile, cfg.bins) \
+                    if spec.scaling in ("tensor", "channel") else None
+            except ValueError as exc:
+                raise ValueError(f"layer {name!r}: {exc}") from None
             m.weight_quantizer = CalibratedQuantizer(spec, s, cfg.backend, cache=True)
     _calibrate_inputs(layers, x, qmodel, cfg, res)
     if cfg.bias_correction:

@@ -29,7 +29,7 @@ import math
 import torch
 
 from lowbit.ops import quantize
-from lowbit.ops.scaling import pow2_ceil
+from lowbit.ops.scaling import pow2_ceil, ratio_scale
 
 METHODS = ("minmax", "percentile", "mse", "kl")
 _EPS = 1e-12
@@ -53,11 +53,9 @@ def threshold_scale(spec, amax: torch.Tensor, t: torch.Tensor, lo=None, hi=None)
     if f.asymmetric:
         r = torch.where(amax > 0, t / amax.clamp_min(_EPS), 1.0)
         lo_c, hi_c = r * lo.clamp(max=0), r * hi.clamp(min=0)
-        s = (hi_c - lo_c) / f.qmax
-        s = torch.where(s > 0, s, 1.0)
+        s = ratio_scale(hi_c - lo_c, f.qmax)
         return s, torch.round(-lo_c / s).clamp(0, f.qmax)
-    s = t / _level_max(spec)
-    s = torch.where(s > 0, s, 1.0)
+    s = ratio_scale(t, _level_max(spec))
     return pow2_ceil(s) if spec.pow2_scale else s
 
 
@@ -124,6 +122,11 @@ def weight_scale(w: torch.Tensor, spec, method: str, percentile: float = 99.99, 
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r} is not allowed; allowed: {', '.join(METHODS)}")
     w = w.detach().float()
+    if not bool(torch.isfinite(w).all()):
+        n_inf, n_nan = int(torch.isinf(w).sum()), int(torch.isnan(w).sum())
+        what = " and ".join(p for p in (f"{n_inf} Inf" if n_inf else "", f"{n_nan} NaN" if n_nan else "") if p)
+        raise ValueError(f"the weight holds {what} of {w.numel()} values; allowed: finite weights "
+                         f"(a fixed scale cannot be calibrated from non-finite values)")
     per_channel = spec.scaling == "channel"
     if per_channel and spec.axis % w.dim() != 0:
         raise ValueError(f"per-channel weight calibration needs axis 0 (got axis={spec.axis})")

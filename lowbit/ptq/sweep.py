@@ -6,6 +6,7 @@ original size (every parameter in fp32), the compressed size MEASURED from the p
 assignment next to it as a cross-check (:func:`lowbit.cost.model_cost`; it computes bits from
 formats, so it differs from the packed size only by the byte padding of each packed tensor), plus
 BitOps and energy per sample. The first row is the FP32 reference. Sizes are bytes in the rows.
+``meta`` (e.g. the model's name and provenance, as ``lowbit ptq`` passes) is copied into every row.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+import lowbit
 from lowbit.cost import model_cost, plan_from_assignment, profile_layers
 from lowbit.data import normalize
 from lowbit.ops.backend import backend as use_backend
@@ -36,15 +38,6 @@ def calibration_inputs(splits, n: int, seed: int = 0) -> torch.Tensor:
 def accuracy(model, splits, split: str = "test") -> float:
     s = getattr(splits, split)
     return evaluate(model, s.x, s.y, mean=splits.mean, std=splits.std)[1]
-
-
-def _versions() -> dict:
-    try:
-        from lowbit.experiments.env import code_version, environment
-        return {**code_version(), **environment("cpu")}
-    except Exception:  # noqa: BLE001 - provenance is best effort, never a reason to fail a sweep
-        import lowbit
-        return {"lowbit_version": lowbit.__version__}
 
 
 def _cost(model, input_shape, assignment=None) -> dict:
@@ -71,7 +64,7 @@ def _sweep_rows(model, splits, weights, acts, cfg, seed, meta, on_row) -> list[d
             "percentile": cfg.percentile if "percentile" in (cfg.calib, cfg.weight_calib) else None,
             "calib_samples": len(calib), "per_channel": cfg.per_channel, "bias_correction": cfg.bias_correction,
             "keep_first_last": cfg.keep_first_last, "fold_bn": cfg.fold_bn, "direct_cast": cfg.direct_cast,
-            "seed": seed, **_versions(), "torch_version": torch.__version__}
+            "seed": seed, "lowbit_version": lowbit.__version__, "torch_version": torch.__version__}
     fp32_acc = accuracy(model, splits)
     orig = 4 * sum(p.numel() for p in model.parameters())
     rows = [dict(base, weights="fp32", acts="fp32", acc=fp32_acc, fp32_acc=fp32_acc, drop=0.0, orig_bytes=orig,
@@ -131,7 +124,7 @@ def select_row(rows: list[dict], max_drop: float = 0.01) -> dict | None:
 
 def layer_costs(model, input_shape, recipe, energy=None) -> list[dict]:
     """Per-layer lowbit.cost rows of ``model`` under ``recipe`` (on a copy), with ``layer`` and ``format``
-    columns as :func:`lowbit.search.plots.plot_energy_breakdown` expects."""
+    columns as :func:`lowbit.report.plots_search.plot_energy_breakdown` expects."""
     import copy
 
     from lowbit.cost import EnergyModel

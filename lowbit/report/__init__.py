@@ -3,10 +3,11 @@
     build_report("runs/default", "runs/default/report")   # -> path of index.html
     print(terminal_summary(load_tables("runs/default")["runs"]))
 
-``cli_report(argv)`` is ``lowbit report``; ``python -m lowbit.report`` does the same.
+Figures: :mod:`lowbit.report.plots` (sweeps), :mod:`lowbit.report.plots_search` (search, sensitivity,
+PTQ); sections for ptq / search folders: :mod:`lowbit.report.sections`; the command: :mod:`lowbit.cli.report`.
 """
-from lowbit.report.build import build_report, cli_report
+from lowbit.report.build import build_report
 from lowbit.report.tables import comparison_table, precision_table, terminal_summary
 
-__all__ = ["build_report", "cli_report", "comparison_table", "precision_table",
+__all__ = ["build_report", "comparison_table", "precision_table",
            "terminal_summary"]

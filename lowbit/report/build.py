@@ -5,10 +5,7 @@ mailed or archived on its own.
 """
 from __future__ import annotations
 
-import argparse
-import base64
 import html
-import sys
 import time
 from pathlib import Path
 
@@ -16,26 +13,8 @@ import pandas as pd
 
 from lowbit.experiments.store import load_tables
 from lowbit.report import plots
+from lowbit.report.page import CSS, html_table, img_tag
 from lowbit.report.tables import comparison_table, precision_table
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
-table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:0.5em 0 1.5em}
-.failed td{background:#fee}code{background:#f4f4f4;padding:1px 4px}"""
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _table(df: pd.DataFrame, index: bool = False, float_format: str = "{:.2f}") -> str:
-    if df.empty:
-        return "<p>(empty)</p>"
-    return df.to_html(index=index, border=0, na_rep="-", escape=True,
-                      float_format=float_format.format, classes="results")
-
 
 def _environment(runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["lowbit_version", "git_commit", "git_dirty", "torch_version", "numpy_version",
@@ -60,9 +39,9 @@ def render_html(title: str, runs: pd.DataFrame, figures: dict[str, Path],
              "the epoch of best validation accuracy.</p>"]
     for name, df in tables.items():
         parts.append(f"<h2>{html.escape(name)}</h2>")
-        parts.append(_table(df, index=df.index.name is not None))
+        parts.append(html_table(df, index=df.index.name is not None))
     for name, path in figures.items():
-        parts.append(f"<h2>{html.escape(name)}</h2>{_img(path, name)}")
+        parts.append(f"<h2>{html.escape(name)}</h2>{img_tag(path, name)}")
     parts.extend(extra)     # sections of ptq / search folders (lowbit.report.sections)
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -75,9 +54,13 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     output folders added to the page as extra sections (:mod:`lowbit.report.sections`)."""
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
     data = load_tables(results_dir)
     runs, epochs = data["runs"], data["epochs"]
+    if runs.empty or not {"run_id", "status"} <= set(runs.columns):
+        raise ValueError(f"no runs in {str(results_dir)!r}: its runs table (results/runs.csv or "
+                         ".parquet) is missing, empty, corrupt or not a lowbit runs table; re-run "
+                         "`lowbit run` on the sweep to rebuild it")
+    out.mkdir(parents=True, exist_ok=True)
     figures = plots.make_all(runs, epochs, out)
     tables = {"Accuracy, footprint and time by precision": precision_table(runs),
               "Comparison": comparison_table(runs)}
@@ -98,46 +81,3 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     tmp.write_text(render_html(title or f"lowbit report: {name}", runs, figures, tables, extra))
     tmp.replace(page)
     return page
-
-
-def cli_report(argv: list[str] | None = None) -> int:
-    """Entry point of ``lowbit report RESULTS_DIR [--out DIR] [--include DIR ...]``; returns the
-    exit code. RESULTS_DIR: a sweep (results/runs.csv), or a ``lowbit ptq`` (ptq_results.csv) /
-    ``lowbit search`` (results.csv + recipe.yaml) / ``lowbit sensitivity`` output folder."""
-    from lowbit.report.sections import build_folder_report, detect, find_sections
-    p = argparse.ArgumentParser(prog="lowbit report", description="Plots, tables and an HTML "
-                                "page from a sweep's results (the sweep's out_dir or its "
-                                "results/ folder), or from a lowbit ptq / search / sensitivity "
-                                "output folder.")
-    p.add_argument("results_dir", nargs="?", default="runs/default",
-                   help="sweep, ptq or search output directory (default runs/default)")
-    p.add_argument("--out", help="report directory (default RESULTS_DIR/report)")
-    p.add_argument("--title", help="page title")
-    p.add_argument("--include", action="append", default=[], metavar="DIR",
-                   help="a ptq / search output folder to add as a section (repeatable); folders of "
-                        "that kind directly inside RESULTS_DIR are added without it")
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    root = Path(args.results_dir)
-    for inc in args.include:
-        if detect(inc) is None:
-            print(f"error: --include {inc!r} is not a ptq or search output folder (expected "
-                  f"ptq_results.csv, or results.csv + recipe.yaml, or sensitivity.csv there)", file=sys.stderr)
-            return 2
-    base = root.parent if root.name == "results" else root
-    out = Path(args.out) if args.out else base / "report"
-    if not (root / "results" / "runs.csv").exists() and not (root / "runs.csv").exists():
-        if detect(root) is None:
-            print(f"error: no results in {str(root)!r} (expected results/runs.csv, ptq_results.csv, "
-                  f"results.csv + recipe.yaml, or sensitivity.csv there)", file=sys.stderr)
-            return 2
-        page = build_folder_report([root, *args.include], out, args.title)
-        print(f"report: {page}")
-        return 0
-    include = [d for d in find_sections(base) if d not in map(Path, args.include)] + \
-        [Path(d) for d in args.include]
-    page = build_report(root, out, args.title, include)
-    print(f"report: {page}")
-    return 0

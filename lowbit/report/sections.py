@@ -8,7 +8,7 @@ A folder is recognised by the files in it (:func:`detect`):
 
 Each ``*_section`` returns an HTML ``<section>`` with the tables and every figure embedded as base64,
 so the page it goes into is self-contained. :func:`ptq_figures` draws the PTQ figures (the W x A
-parallel-coordinates plot, the energy breakdown of the selected row) with :mod:`lowbit.search.plots`.
+parallel-coordinates plot, the energy breakdown of the selected row) with :mod:`lowbit.report.plots_search`.
 :func:`build_folder_report` writes one page for a ptq or search folder; ``lowbit report`` calls it,
 and adds these sections to a sweep's page for folders found inside it or passed with ``--include``.
 """
@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
+from lowbit.report.page import html_page, html_table, img_tag
 
 PTQ_CSV, PTQ_LAYERS = "ptq_results.csv", "ptq_layers.csv"
 
@@ -61,7 +63,7 @@ def ptq_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def ptq_figures(folder) -> dict:
     """ptq_parallel.png (W x A sweep) and ptq_energy.png (from ptq_layers.csv); {name: path}."""
-    from lowbit.search.plots import plot_energy_breakdown, plot_parallel_coordinates
+    from lowbit.report.plots_search import plot_energy_breakdown, plot_parallel_coordinates
     d = Path(folder)
     rows = pd.read_csv(d / PTQ_CSV)
     figs = {}
@@ -77,12 +79,10 @@ def ptq_figures(folder) -> dict:
 
 
 def _figures_html(figs: dict) -> str:
-    from lowbit.report.build import _img
-    return "\n".join(f"<h3>{html.escape(k)}</h3>{_img(Path(p), k)}" for k, p in figs.items())
+    return "\n".join(f"<h3>{html.escape(k)}</h3>{img_tag(Path(p), k)}" for k, p in figs.items())
 
 
 def ptq_section(folder, redraw: bool = True) -> str:
-    from lowbit.report.build import _table
     d = Path(folder)
     rows = pd.read_csv(d / PTQ_CSV)
     figs = ptq_figures(d) if redraw else {k: d / f for k, f in (("W x A sweep (parallel coordinates)",
@@ -95,19 +95,18 @@ def ptq_section(folder, redraw: bool = True) -> str:
                      if k in rows)
     parts = ['<section class="lowbit-ptq">', f"<h2>Post-training quantization: {html.escape(d.name)}</h2>",
              f"<p>{info}. packed = measured from lowbit.encode + lowbit.pack; cost-model = lowbit.cost.</p>",
-             _table(ptq_table(rows)), _figures_html(figs)]
+             html_table(ptq_table(rows)), _figures_html(figs)]
     if (d / PTQ_LAYERS).exists():
         lay = pd.read_csv(d / PTQ_LAYERS)
         cols = [c for c in ("layer", "format", "macs", "weight_bytes", "bitops", "energy_pj") if c in lay]
-        parts += ["<h3>per-layer cost of the selected row</h3>", _table(lay[cols])]
+        parts += ["<h3>per-layer cost of the selected row</h3>", html_table(lay[cols])]
     parts.append("</section>")
     return "\n".join(parts)
 
 
 def search_section(folder) -> str:
     """Tables (chosen point, assignment, Pareto points or sensitivity) and every search figure."""
-    from lowbit.report.build import _table
-    from lowbit.search.plots import render_figures
+    from lowbit.report.plots_search import render_figures
     d = Path(folder)
     figs = render_figures(d)
     summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
@@ -122,15 +121,15 @@ def search_section(folder) -> str:
                      f"{100 * c.get('acc', float('nan')):.2f}% (drop {c.get('acc_drop_pp', float('nan')):.2f} pp); "
                      f"recipe {html.escape(str(summary.get('recipe_hash')))}</p>")
     if (d / "assignment.csv").exists():
-        parts += ["<h3>chosen assignment</h3>", _table(pd.read_csv(d / "assignment.csv"), float_format="{:.4g}")]
+        parts += ["<h3>chosen assignment</h3>", html_table(pd.read_csv(d / "assignment.csv"), float_format="{:.4g}")]
     if (d / "results.csv").exists():
         res = pd.read_csv(d / "results.csv")
         front = res[res["pareto"].astype(bool)] if "pareto" in res else res
         cols = [c for c in ("assignment", "size", "bitops", "energy", "acc", "acc_drop_pp", "chosen") if c in front]
         parts += [f"<h3>Pareto points ({len(front)} of {len(res)} evaluated)</h3>",
-                  _table(front[cols], float_format="{:.4g}")]
+                  html_table(front[cols], float_format="{:.4g}")]
     for p in sorted(d.glob("sensitivity*.csv")):
-        parts += [f"<h3>{html.escape(p.name)}</h3>", _table(pd.read_csv(p), float_format="{:.4g}")]
+        parts += [f"<h3>{html.escape(p.name)}</h3>", html_table(pd.read_csv(p), float_format="{:.4g}")]
     parts += [_figures_html(figs), "</section>"]
     return "\n".join(parts)
 
@@ -141,20 +140,11 @@ def section(folder) -> str:
     return ptq_section(folder) if kind == "ptq" else search_section(folder) if kind else ""
 
 
-def page(title: str, sections: list[str]) -> str:
-    import time
-
-    from lowbit.report.build import CSS
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
-            f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>\n" + "\n".join(sections) + "\n</body></html>\n")
-
-
 def render_ptq_report(folder) -> Path:
     """Figures and ``ptq_report.html`` (self-contained) into a ``lowbit ptq`` output folder."""
     d = Path(folder)
     out = d / "ptq_report.html"
-    out.write_text(page(f"lowbit ptq: {d.name}", [ptq_section(d)]))
+    out.write_text(html_page(f"lowbit ptq: {d.name}", [ptq_section(d)]))
     return out
 
 
@@ -165,6 +155,6 @@ def build_folder_report(folders, out_dir, title: str | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     target = out / "index.html"
     tmp = out / ".index.html.tmp"
-    tmp.write_text(page(title or f"lowbit report: {folders[0].name}", [section(f) for f in folders]))
+    tmp.write_text(html_page(title or f"lowbit report: {folders[0].name}", [section(f) for f in folders]))
     tmp.replace(target)
     return target

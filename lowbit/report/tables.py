@@ -15,6 +15,20 @@ GRID = ["model", "activation", "dataset", "precision", "softmax_precision", "qua
 BASELINE_KEYS = ["model", "activation", "dataset", "augmentation"]
 FP32 = "fp32"
 TRANSPOSE_MAX = 8  # comparison tables with at most this many experiments get one column each
+OK = ("completed", "early_stopped")  # statuses whose accuracy is a usable baseline
+
+
+def status_of(statuses) -> str:
+    """One grid point's status: ``completed``, ``diverged``, ... or ``1 completed, 1 failed``."""
+    counts = pd.Series(list(statuses), dtype=object).fillna("unknown").value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def is_ok(status: str) -> bool:
+    """Whether a :func:`status_of` string has only usable runs."""
+    return all(part.split()[-1] in OK for part in str(status).split(", "))
 
 
 def finished(runs: pd.DataFrame) -> pd.DataFrame:
@@ -61,11 +75,15 @@ def precision_order(df: pd.DataFrame) -> list[str]:
 
 
 def _grouped(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per grid point, with ``*_std`` columns and ``n_seeds``."""
+    """Mean over seeds per grid point (failed runs have no metrics), with ``*_std`` columns,
+    ``n_seeds`` and ``status`` (:func:`status_of` over every run of the point, failed ones too)."""
+    if runs.empty or "status" not in runs:
+        return pd.DataFrame()
+    keys = [c for c in GRID if c in runs]
+    status = runs.groupby(keys, sort=False, dropna=False)["status"].agg(status_of).rename("status")
     done = finished(runs)
-    keys = [c for c in GRID if c in done]
     if done.empty:
-        return pd.DataFrame(columns=keys)
+        return status.reset_index()
     metrics = [c for c in done.columns if c not in keys and pd.api.types.is_numeric_dtype(done[c])
                and c not in ("seed",)]
     g = done.groupby(keys, sort=False, dropna=False)
@@ -73,18 +91,33 @@ def _grouped(runs: pd.DataFrame) -> pd.DataFrame:
     std = g[["test_acc_at_best", "best_val_acc"]].std().add_suffix("_std")
     out = pd.concat([mean, std], axis=1)
     out["n_seeds"] = g.size()
+    out = status.to_frame().join(out, how="left")
     return out.reset_index()
 
 
 def _with_baseline(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``fp32_acc``, ``drop_vs_fp32`` (points), ``speedup_vs_fp32`` and ``drop_note``: a drop
+    is computed only against an fp32 baseline whose runs all completed; against a diverged or
+    failed one it is NaN and ``drop_note`` says ``n/a (baseline diverged)``."""
     keys = [k for k in BASELINE_KEYS if k in df]
     base = df[(df["precision"] == FP32) & (df.get("softmax_precision", "none") == "none")]
-    base = base.groupby(keys, dropna=False)[["test_acc_at_best", "mean_epoch_time_s"]].mean()
-    base = base.rename(columns={"test_acc_at_best": "fp32_acc", "mean_epoch_time_s": "fp32_time"})
+    base = base.groupby(keys, dropna=False).agg(
+        fp32_acc=("test_acc_at_best", "mean"), fp32_time=("mean_epoch_time_s", "mean"),
+        fp32_status=("status", lambda s: ", ".join(sorted(set(s)))))
     df = df.merge(base, left_on=keys, right_index=True, how="left")
+    usable = df["fp32_status"].map(lambda s: isinstance(s, str) and is_ok(s))
+    df.loc[~usable, ["fp32_acc", "fp32_time"]] = float("nan")
     df["drop_vs_fp32"] = 100 * (df["fp32_acc"] - df["test_acc_at_best"])
     df["speedup_vs_fp32"] = df["fp32_time"] / df["mean_epoch_time_s"]
+    df["drop_note"] = [("" if ok else "n/a (no fp32 baseline)" if not isinstance(st, str)
+                        else f"n/a (baseline {_worst(st)})") for ok, st in zip(usable,
+                                                                                 df["fp32_status"])]
     return df
+
+
+def _worst(status: str) -> str:
+    parts = [p.split()[-1] for p in status.split(", ")]
+    return next((p for p in ("failed", "diverged") if p in parts), parts[0])
 
 
 def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -99,10 +132,13 @@ def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["model", "activation", "precision"]
     cols += [c for c in varying(df) if c not in cols]
     out = pd.DataFrame({c: df[c] for c in cols})
+    out["status"] = df["status"]
     out["accuracy_%"] = 100 * df["test_acc_at_best"]
     if df["n_seeds"].max() > 1:
         out["acc_std_%"] = 100 * df["test_acc_at_best_std"]
     out["drop_vs_fp32_pts"] = df["drop_vs_fp32"]
+    if (df["drop_note"] != "").any():
+        out["drop_note"] = df["drop_note"]
     if "footprint_weight_bytes" in df:
         out["weights_kib"] = df["footprint_weight_bytes"] / 1024
     if "footprint_compression" in df:
@@ -120,7 +156,9 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     cols = varying(df)
     names = df[cols].astype(str).agg("/".join, axis=1)
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    drop = [note or f"{v:+.2f}" for v, note in zip(df["drop_vs_fp32"], df["drop_note"])]
     rows = {
+        "Status": df["status"].astype(str),
         "Best val accuracy": df["best_val_acc"].map(pct),
         "Test accuracy at best": df["test_acc_at_best"].map(pct),
         "Final test accuracy": df["final_test_acc"].map(pct),
@@ -128,7 +166,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         "Generalisation gap (train - val)": df["gen_gap"].map(pct),
         "Final val loss": df["final_val_loss"].map("{:.4f}".format),
         "Convergence epoch (99% of best)": df["convergence_epoch"].map("{:.1f}".format),
-        "Drop vs FP32 (points)": df["drop_vs_fp32"].map("{:+.2f}".format),
+        "Drop vs FP32 (points)": pd.Series(drop, index=df.index),
         "Time per epoch (s)": df["mean_epoch_time_s"].map("{:.2f}".format),
         "Total time (s)": df["total_time_s"].map("{:.1f}".format),
         "Speed-up vs FP32": df["speedup_vs_fp32"].map("{:.2f}x".format),
@@ -144,7 +182,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
                        ("gpu_util_mean", "GPU average (%)")):
         if key in df and df[key].notna().any():
             rows[label] = df[key].map(lambda v: "-" if pd.isna(v) else f"{v:.1f}")
-    rows["Seeds"] = df["n_seeds"].astype(str)
+    rows["Seeds"] = df["n_seeds"].map(lambda v: "0" if pd.isna(v) else f"{v:.0f}")
     table = pd.DataFrame({label: list(values) for label, values in rows.items()}, index=list(names))
     if len(table) <= TRANSPOSE_MAX:  # few experiments: one column each, as in the ViT study
         table = table.T

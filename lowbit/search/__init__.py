@@ -10,23 +10,20 @@
         result = run_search(problem, "exhaustive")          # or binary, percentile, ilp, evolutionary
     result.recipe                  # a lowbit Recipe: quantize_model(model, result.recipe)
     result.save("runs/search")     # recipe.yaml, results.csv, assignment.csv, summary.json
-    render_search_report("runs/search")
+    # figures and an HTML page: lowbit.report.plots_search.render_search_report("runs/search")
 
 Files: space (Choice, SearchSpace, pruning), costing (lowbit.cost bridge, additive CostTable),
 evaluate (EvalData, Evaluator, process pool), sensitivity, pareto (front, staircase, selection),
 problem (Problem), result (Result), strategies (registry, percentile, exhaustive, binary), ilp,
-evolutionary (Optuna NSGA-II), finetune (QAT), plots (figures, HTML), cli.
+evolutionary (Optuna NSGA-II), finetune (QAT). Figures: :mod:`lowbit.report.plots_search`;
+the commands: :mod:`lowbit.cli.search`, :mod:`lowbit.cli.sensitivity`.
 """
 from . import evolutionary, ilp  # noqa: F401  (register their strategies)
-from .cli import cli_search, cli_sensitivity
 from .costing import METRICS, CostTable, cost_of, profile_layers
 from .evaluate import EvalData, Evaluator, evaluate_recipe
 from .finetune import finetune
 from .ilp import solve_ilp
 from .pareto import pareto_mask, select, staircase
-from .plots import (plot_bitwidth_pie, plot_energy_breakdown, plot_parallel_coordinates, plot_pareto,
-                    plot_score_histogram, plot_sensitivity, plot_summary, render_search_report,
-                    report_fragment)
 from .problem import Problem
 from .result import Result
 from .sensitivity import (METHODS, layer_scores, layer_sensitivity, rank_agreement, ranking, score,
@@ -35,9 +32,7 @@ from .space import Choice, SearchSpace, build_space, parse_choices
 from .strategies import get_strategy, list_strategies, register_strategy, run_search
 
 __all__ = ["METHODS", "METRICS", "Choice", "CostTable", "EvalData", "Evaluator", "Problem", "Result", "SearchSpace",
-           "build_space", "cli_search", "cli_sensitivity", "cost_of", "evaluate_recipe", "finetune", "get_strategy",
-           "layer_scores", "layer_sensitivity", "list_strategies", "pareto_mask", "parse_choices", "plot_bitwidth_pie",
-           "plot_energy_breakdown", "plot_parallel_coordinates", "plot_pareto", "plot_score_histogram",
-           "plot_sensitivity", "plot_summary", "profile_layers", "rank_agreement", "ranking", "register_strategy",
-           "render_search_report", "report_fragment", "run_search", "score", "select", "solve_ilp", "staircase",
+           "build_space", "cost_of", "evaluate_recipe", "finetune", "get_strategy",
+           "layer_scores", "layer_sensitivity", "list_strategies", "pareto_mask", "parse_choices", "profile_layers",
+           "rank_agreement", "ranking", "register_strategy", "run_search", "score", "select", "solve_ilp", "staircase",
            "write_sensitivity"]

@@ -130,7 +130,7 @@ class Evaluator:
 
     def _ray_map(self, recipe_dicts: list[dict]) -> list[dict]:
         if self._ray is None:
-            from lowbit.scale.ray_executor import init_ray
+            from lowbit.distributed.ray import init_ray
 
             ray = init_ray(self.address)
             self._ray = (ray, ray.remote(num_cpus=1)(_ray_work), ray.put(self.model), ray.put(self.data))

@@ -238,10 +238,10 @@ def ranking(df: pd.DataFrame, fmt: str | None = None) -> pd.DataFrame:
 
 
 def write_sensitivity(df: pd.DataFrame, out_dir, fmt: str | None = None) -> dict:
-    """sensitivity.csv, ranking.csv, rank_agreement.csv and the plots into ``out_dir``; {name: path}."""
+    """sensitivity.csv, ranking.csv and rank_agreement.csv into ``out_dir``; {name: path}. (The figures:
+    :func:`lowbit.report.plots_search.render_search_report` draws them from these files.)"""
     from pathlib import Path
 
-    from .plots import plot_score_histogram, plot_sensitivity
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"sensitivity": out / "sensitivity.csv", "ranking": out / "ranking.csv",
@@ -249,8 +249,4 @@ def write_sensitivity(df: pd.DataFrame, out_dir, fmt: str | None = None) -> dict
     df.to_csv(paths["sensitivity"], index=False)
     ranking(df, fmt).to_csv(paths["ranking"], index=False)
     rank_agreement(df, fmt).to_csv(paths["rank_agreement"], index=False)
-    for name, p in (("sensitivity_png", plot_sensitivity(df, out / "sensitivity.png")),
-                    ("histogram_png", plot_score_histogram(df, out / "sensitivity_hist.png"))):
-        if p is not None:
-            paths[name] = p
     return paths

@@ -4,15 +4,10 @@ graph (torch.fx -> op list), integer (calibration, quantized layers, plain packi
 (golden numpy int64 model), xlbmac (the packed-SIMD extension: semantics, encodings, packing),
 reference_ext (the extension program's arithmetic in Python), kernels / codegen (generated C),
 build (host cc, riscv gcc, QEMU), emulator (unicorn + the extension hook), cycles (instruction
-classes and the cycle table), export (the library API), measure (measured instruction/cycle tables),
-cli (``lowbit export c``).
+classes and the cycle table), export (the library API), measure (measured instruction/cycle tables).
+The command ``lowbit export c`` is :mod:`lowbit.cli.export_c`.
 """
 from .export import export_c
 from .graph import UnsupportedLayerError
 
-__all__ = ["UnsupportedLayerError", "cli_c", "export_c"]
-
-
-def cli_c(argv=None) -> int:
-    from .cli import cli_c as run
-    return run(argv)
+__all__ = ["UnsupportedLayerError", "export_c"]

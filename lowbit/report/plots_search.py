@@ -1,4 +1,7 @@
-"""Search and sensitivity figures (matplotlib, Agg backend, PNG) and a small HTML page.
+"""Search, sensitivity and PTQ figures (matplotlib, Agg backend, PNG) and a small HTML page.
+
+They live in the report layer: the search library (:mod:`lowbit.search`) computes and saves tables,
+``lowbit search`` / ``lowbit sensitivity`` / ``lowbit ptq`` and ``lowbit report`` draw them from here.
 
 Each ``plot_*`` saves one PNG and returns its path, or None when there is nothing to draw.
 :func:`render_search_report` reads what ``lowbit search`` / ``lowbit sensitivity`` wrote into a
@@ -18,9 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .costing import UNITS  # noqa: E402
-from .pareto import staircase  # noqa: E402
-from .sensitivity import methods_in, score  # noqa: E402
+from lowbit.search.costing import UNITS  # noqa: E402
+from lowbit.search.pareto import staircase  # noqa: E402
+from lowbit.search.sensitivity import methods_in, score  # noqa: E402
 
 DPI = 90
 LABELS = {"size": "weight size (bytes)", "bitops": "BitOps per sample", "energy": "energy per sample (pJ)",

@@ -6,18 +6,16 @@ same command to resume).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from lowbit.experiments.runner import prepare, run_sweep
-from lowbit.experiments.schema import ConfigError, load_sweep
+from lowbit.cli.common import UsageError, add_command
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="lowbit run", description="Run a precision sweep: every combination of the config's "
-        "lists, each run in its own process; finished runs are skipped on a re-run.")
+def add_parser(sub):
+    p = add_command(sub, "run", run, "run an experiment sweep (default: the built-in one)",
+                    "Run a precision sweep: every combination of the config's lists, each run in its own "
+                    "process; finished runs are skipped on a re-run.")
     p.add_argument("config", nargs="?", help="sweep YAML (default: the built-in default sweep, "
                    "see configs/default.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -39,36 +37,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def cli_run(argv: list[str] | None = None) -> int:
-    """Entry point of ``lowbit run``; returns the exit code."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help or a usage error: argparse has printed its message
-        return int(exc.code or 0)
-    overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
-    try:
-        cfg = load_sweep(args.config, overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def run(args) -> int:
+    from lowbit.cli.common import check_out
+    from lowbit.experiments import load_sweep, prepare, run_sweep
+
     if args.jobs is not None and args.jobs < 1:
-        print(f"error: -j/--jobs: expected an int >= 1, got {args.jobs}", file=sys.stderr)
-        return 2
+        raise UsageError(f"-j/--jobs: expected an int >= 1, got {args.jobs}")
+    if args.out:
+        check_out(args.out)
+    cfg = load_sweep(args.config, list(args.overrides) + ([f"out_dir={args.out}"] if args.out else []))
     if args.dry_run:
         for spec in prepare(cfg):
             print(spec.run_id, spec.label, spec.dataset, f"seed={spec.seed}")
         return 0
     t0 = time.perf_counter()
+    on_result = None
+    if args.log:
+        from lowbit.experiments.tracking import make_logger
+        on_result = make_logger(args.log, cfg.results_dir)
     try:
-        on_result = None
-        if args.log:
-            from lowbit.scale.trackers import make_logger
-            on_result = make_logger(args.log, cfg.results_dir)
         runs = run_sweep(cfg, jobs=args.jobs, quiet=args.quiet, executor=args.executor,
                          address=args.address, on_result=on_result)
-    except ImportError as err:  # --executor ray without ray installed
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are saved; run the same command again to resume",
               file=sys.stderr)
@@ -77,10 +66,18 @@ def cli_run(argv: list[str] | None = None) -> int:
     out = cfg.results_dir
     print(terminal_summary(runs))
     if not args.no_report:
-        page = build_report(out, out / "report")
-        print(f"report: {page}")
+        print(f"report: {build_report(out, out / 'report')}")
     print(f"results: {out / 'results'} ({len(runs)} runs, {time.perf_counter() - t0:.1f}s)")
     failed = int((runs["status"] == "failed").sum()) if len(runs) else 0
     if failed:
         print(f"{failed} run(s) failed; see runs/<id>/log.txt", file=sys.stderr)
     return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    from lowbit.cli import main as lowbit
+    return lowbit(["run", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,8 +9,9 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from lowbit.experiments import cli_run, load_sweep, run_sweep, sweep_from_dict  # noqa: E402
-from lowbit.scale.ray_executor import run_sweep_ray  # noqa: E402
+from lowbit.cli.run import main as cli_run  # noqa: E402
+from lowbit.experiments import load_sweep, run_sweep, sweep_from_dict  # noqa: E402
+from lowbit.experiments.executors import RayExecutor  # noqa: E402
 
 TINY = {"name": "raytiny", "models": ["mlp"], "datasets": ["digits"], "epochs": 2,
         "batch_size": 64, "lr": 0.01, "seeds": [0, 1], "quant_backend": "eager",
@@ -79,7 +80,7 @@ def _kill_after_first_checkpoint():
 def test_worker_lost_mid_run_is_retried_from_checkpoint(tmp_path):
     cfg = sweep_from_dict({**TINY, "out_dir": str(tmp_path), "seeds": [0], "epochs": 3,
                            "data": {"train_subset": 600, "eval_subset": 200}})
-    rows = run_sweep_ray(cfg, quiet=True, before_run=_kill_after_first_checkpoint())
+    rows = run_sweep(cfg, executor=RayExecutor(before_run=_kill_after_first_checkpoint()), quiet=True)
     assert list(rows["status"]) == ["completed"]
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "retry_found_checkpoint").exists()  # killed mid-run, then resumed
@@ -91,10 +92,10 @@ def test_worker_lost_mid_run_is_retried_from_checkpoint(tmp_path):
 
 def test_lost_worker_without_retries_is_a_failed_run(tmp_path):
     cfg = sweep_from_dict({**TINY, "out_dir": str(tmp_path), "seeds": [0]})
-    rows = run_sweep_ray(cfg, quiet=True, max_retries=0, before_run=_kill_first_attempt())
+    rows = run_sweep(cfg, executor=RayExecutor(max_retries=0, before_run=_kill_first_attempt()), quiet=True)
     assert list(rows["status"]) == ["failed"]
     assert "ray task lost" in rows["error"].iloc[0]
-    rows = run_sweep_ray(cfg, quiet=True)  # a failed run is re-run on the next sweep
+    rows = run_sweep(cfg, executor="ray", quiet=True)  # a failed run is re-run on the next sweep
     assert list(rows["status"]) == ["completed"]
 
 

@@ -1,9 +1,10 @@
-"""Config and CLI plumbing of lowbit.scale that needs no optional package."""
+"""Sweep executors and trackers: config and CLI plumbing that needs no optional package."""
 import sys
 
 import pytest
 
-from lowbit.experiments import ConfigError, cli_run, run_sweep, sweep_from_dict
+from lowbit.cli.run import main as cli_run
+from lowbit.experiments import ConfigError, run_sweep, sweep_from_dict
 
 
 def test_resources_default_and_validation():

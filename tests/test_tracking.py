@@ -2,8 +2,8 @@
 import pytest
 import yaml
 
-from lowbit.experiments import cli_run
-from lowbit.scale.trackers import make_logger, mirror_sweep, mlflow_uri
+from lowbit.cli.run import main as cli_run
+from lowbit.experiments.tracking import make_logger, mirror_sweep, mlflow_uri
 
 TINY = {"name": "trk", "models": ["mlp"], "datasets": ["digits"], "epochs": 2, "batch_size": 64,
         "quant_backend": "eager", "data": {"train_subset": 200, "eval_subset": 100}}

@@ -18,7 +18,7 @@ import yaml
 from lowbit.data import load_dataset
 from lowbit.data.splits import TensorSplit
 from lowbit.models import create_model
-from lowbit.scale.ddp import shard, train_ddp
+from lowbit.distributed.ddp import shard, train_ddp
 from lowbit.train import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -82,7 +82,7 @@ def test_torchrun_entry_point_writes_results(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "lowbit.scale.ddp", "--config", str(path), "--out", str(out)]
+           "-m", "lowbit.cli.ddp", "--config", str(path), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]

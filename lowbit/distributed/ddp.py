@@ -1,7 +1,8 @@
 """Data-parallel training of one large run through ``torch.distributed`` (DDP).
 
-    torchrun --nproc_per_node 2 -m lowbit.scale.ddp --config configs/vit_fp8.yaml --set epochs=30
-    # same as: python -m torch.distributed.run --nproc_per_node 2 -m lowbit.scale.ddp --config ...
+    torchrun --nproc_per_node 2 -m lowbit.cli.ddp --config configs/vit_fp8.yaml --set epochs=30
+    # same as: python -m torch.distributed.run --nproc_per_node 2 -m lowbit.cli.ddp --config ...
+    # (the sweep side: lowbit.experiments.ddp.run_sweep_ddp; the command: lowbit.cli.ddp)
 
 Contract of :func:`train_ddp`: with ``world`` processes it computes the same updates as
 :func:`lowbit.train.train` in one process with the same :class:`TrainConfig`, up to float
@@ -19,12 +20,9 @@ Backend: gloo on CPU, nccl on CUDA (one GPU per rank, ``LOCAL_RANK``).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -111,67 +109,3 @@ def _epoch(ddp, batches, splits, cfg, opt, sched, dtype, rank, world):
         totals += step
     seen = max(totals[2].item(), 1)
     return totals[0].item() / seen, totals[1].item() / seen, int(totals[2].item())
-
-
-# --- torchrun entry point: the runs of a sweep config, one after another, each data-parallel ----
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lowbit.scale.ddp", description="Train each run "
-                                "of a sweep config data-parallel over the torchrun processes.")
-    p.add_argument("--config", help="sweep YAML (default: the built-in default sweep)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", help="output directory (overrides out_dir)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point under torchrun: rank 0 writes each run's ``result.json`` and the tables."""
-    from lowbit.experiments import store
-    from lowbit.experiments.env import code_version, environment
-    from lowbit.experiments.grid import flatten
-    from lowbit.experiments.runner import is_finished, prepare
-    from lowbit.experiments.schema import load_sweep
-    from lowbit.experiments.worker import build_run_model, load_run_data
-    from lowbit.ops.backend import backend
-
-    args = _parser().parse_args(argv)
-    cfg = load_sweep(args.config, list(args.overrides) + (
-        [f"out_dir={args.out}"] if args.out else []))
-    cuda = resolve_device(cfg.device).type == "cuda"
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank = dist.get_rank()
-    out = cfg.results_dir
-    specs = prepare(cfg) if rank == 0 else None
-    box = [specs]
-    dist.broadcast_object_list(box)
-    specs = box[0]
-    for spec in specs:
-        run_dir = out / "runs" / spec.run_id
-        if is_finished(run_dir):
-            continue
-        splits = load_run_data(spec)
-        with backend(spec.quant_backend):  # the run's fake-quant kernels, as in the local worker
-            model, _, footprint, _ = build_run_model(spec, splits)
-            t0 = time.time()
-            res = train_ddp(model, splits, spec.train)
-        if rank == 0:
-            device = "cuda" if cuda else "cpu"
-            store.write_json(run_dir / store.RESULT_FILE, {
-                "run_id": spec.run_id, "config": flatten(spec), "spec": spec.to_dict(),
-                "env": {**code_version(), **environment(device),
-                        "world_size": dist.get_world_size()},
-                "started": t0, "status": res["status"], "error": None,
-                "summary": res["summary"], "epochs": [{**r, **footprint} for r in res["epochs"]],
-                "footprint": footprint, "finished": time.time()})
-            print(f"{spec.run_id} {spec.label}: {res['status']}, best val_acc "
-                  f"{res['summary'].get('best_val_acc', float('nan')):.4f}", flush=True)
-    if rank == 0:
-        store.rebuild_tables(out, [s.run_id for s in specs])
-        print(f"results: {Path(out) / 'results'}")
-    dist.barrier()
-    dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
