@@ -57,6 +57,7 @@ def test_every_slot_is_live(name):
             assert torch.equal(out, ref_out), f"{name}: {slot} absent from the Assignment but changed the output"
             continue
         present.add(slot)
+        assert asg.dead_slots() == [], f"{name}: {slot} assigned but never ran: {asg.dead_slots()}"
         assert all(f == "e1m0" or set(f.split("/")) <= {"e1m0", "-"} for c in columns for f in asg.formats(c))
         if slot == "grads":
             assert torch.equal(out, ref_out), f"{name}: grads must not change the forward"

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from lowbit.nn.walker import WEIGHT_TYPES, LayerInfo, walk
+from lowbit.nn.walker import WEIGHT_TYPES, LayerInfo, is_hf_conv1d_type, walk
 
 __all__ = ["WEIGHT_TYPES", "LayerInfo", "LayerProfile", "profile_layers"]
 
@@ -42,6 +42,8 @@ def _macs(m: nn.Module, out: torch.Tensor) -> int:
         return out.numel() * m.in_features
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         return out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+    if is_hf_conv1d_type(m):  # a Linear with its weight stored as (in, out)
+        return out.numel() * m.weight.shape[0]
     return 0
 
 

@@ -7,11 +7,13 @@
     dequantize_model(model)                           # exactly the original again
 
 Files: specs (LayerSpec, SoftmaxSpec, MatmulSpec, SlotSpec), defaults (scaling per role), recipe
-(Rule, Recipe), presets (make_recipe, recipe_for_precision), layers (finding/classifying layers),
+(Rule, Recipe), presets (make_recipe, recipe_for_precision), walker (finding/classifying layers),
 modules (QLinear...), quantizers (fixed), learnable (LSQ, codebooks), softmax, functional
-(TorchFunctionMode handlers), hooks, surgery (quantize_model), assignment, footprint.
+(TorchFunctionMode handlers), mha (nn.MultiheadAttention decomposed), hooks, coverage (recipe
+rules/slots that take no effect), surgery (quantize_model), assignment, footprint.
 """
 from .assignment import Assignment, LayerRow
+from .coverage import RecipeCoverageError, RecipeWarning
 from .defaults import default_scaling, resolve
 from .footprint import Footprint, footprint
 from .walker import discover
@@ -26,6 +28,6 @@ from .surgery import dequantize_model, quantize_model
 
 __all__ = ["Assignment", "FakeQuantizer", "Footprint", "GradQuantizer", "KINDS", "LSQQuantizer", "LayerRow",
            "LayerSpec", "LearnableCodebook", "MatmulSpec", "QConv1d", "QConv2d", "QEmbedding", "QLinear",
-           "QuantLayer", "QuantSoftmax", "Recipe", "Rule", "SlotSpec", "SoftmaxSpec", "TARGETS", "TYPE_TAGS",
+           "QuantLayer", "QuantSoftmax", "Recipe", "RecipeCoverageError", "RecipeWarning", "Rule", "SlotSpec", "SoftmaxSpec", "TARGETS", "TYPE_TAGS",
            "WeightQuantizer", "default_scaling", "dequantize_model", "discover", "footprint", "make_recipe",
            "quantize_grad", "quantize_model", "quantized_softmax", "recipe_for_precision", "resolve"]

@@ -90,6 +90,7 @@ class Assignment:
         self.model, self.rows, self.recipe = model, rows, recipe
         self._replaced: list = []   # (refs [(parent, child name)], original, quantized)
         self._hooked: list = []     # (module, handles)
+        self._counters: dict = {}   # layer name -> {slot: times its quantizer ran}
         self.active = True
 
     def __len__(self):
@@ -111,6 +112,27 @@ class Assignment:
         """The format names used in ``slot`` anywhere in the model."""
         return {r.format(slot) for r in self.rows if r.format(slot)}
 
+    def live(self) -> dict:
+        """{layer name: {slot: count}}: how often each assigned slot's quantizer ran since
+        :func:`quantize_model` (or :meth:`reset_live`), measured in forward passes (a ``grad`` slot
+        counts when its gradient quantizer is attached to the graph; it runs in the backward)."""
+        out = {}
+        for r in self.rows:
+            hits = self._counters.get(r.name, {})
+            out[r.name] = {s: hits.get(s, 0) for s in SLOTS if r.format(s)}
+        return out
+
+    def dead_slots(self) -> list[tuple[str, str]]:
+        """(layer, slot) pairs assigned a format whose quantizer has not run in any forward so far."""
+        return [(name, s) for name, slots in self.live().items() for s, n in slots.items() if n == 0]
+
+    def reset_live(self):
+        for hits in self._counters.values():
+            hits.clear()
+
+    def _measured(self) -> bool:
+        return any(self._counters.get(r.name) for r in self.rows)
+
     def quantizer_parameters(self):
         """Parameters owned by the quantizers (LSQ scales, codebook values), for an optimizer group."""
         for mod in self.model.modules():
@@ -118,17 +140,26 @@ class Assignment:
                 yield from mod.parameters()
 
     def table(self) -> str:
+        """One line per layer; after a forward pass, a ``dead`` column lists the slots of the layer
+        whose quantizer never ran ('-': every assigned slot is live)."""
         cells = [[r.name or "(root)", r.type, "x".join(map(str, r.weight_shape)) if r.weight_shape else "-",
                   str(r.params)] + [r.format(s) or "-" for s in SLOTS] for r in self.rows]
         head = list(COLUMNS)
+        if self._measured():
+            live = self.live()
+            head.append("dead")
+            for c, r in zip(cells, self.rows):
+                c.append(",".join(s for s, n in live[r.name].items() if n == 0) or "-")
         widths = [max(len(head[i]), *(len(c[i]) for c in cells)) if cells else len(head[i])
                   for i in range(len(head))]
         fmt = lambda row: "  ".join(v.ljust(w) if i != 3 else v.rjust(w)  # noqa: E731
                                     for i, (v, w) in enumerate(zip(row, widths))).rstrip()
         lines = [fmt(head), fmt(["-" * w for w in widths])] + [fmt(c) for c in cells]
         n_q = sum(r.is_quantized for r in self.rows)
+        live = "slots not yet measured (run a forward pass)" if not self._measured() else \
+            f"{len(self.dead_slots())} assigned slot(s) never ran"
         lines.append(f"{len(self.rows)} layers, {n_q} quantized, "
-                     f"{sum(r.params for r in self.rows)} parameters in listed layers")
+                     f"{sum(r.params for r in self.rows)} parameters in listed layers; {live}")
         return "\n".join(lines)
 
     def __str__(self):

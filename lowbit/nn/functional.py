@@ -44,6 +44,7 @@ def _tables() -> dict:
         "softmax": _funcs(["softmax"], [F, torch, T, torch.special]),
         "matmul": [torch.matmul, T.matmul, T.__matmul__, T.__rmatmul__, torch.bmm, T.bmm],
         "sdpa": [F.scaled_dot_product_attention],
+        "mha": [F.multi_head_attention_forward],
         "act": _funcs(ACT_NAMES, [F, torch, T]),
     }
 
@@ -77,6 +78,7 @@ def handle_softmax(owner, func, args, kwargs):
     owner.softmax_seen = True  # also tracked when only the matmuls are quantized: it orders them
     if not any(owner.softmax_specs.values()):
         return func(*args, **kwargs)
+    owner.hit("softmax")
     x, dim, dtype = _softmax_args(func, args, kwargs)
     return quantized_softmax(x, dim, owner.softmax_specs, dtype)
 
@@ -85,6 +87,8 @@ def attn_matmul(owner, a, b, which=None):
     """a @ b with the attention specs of ``which`` ('qk', 'av'; None: from the module's state)."""
     which = which or owner.next_matmul()
     spec = owner.attn_specs.get(which) or {}
+    if any(spec.values()):
+        owner.hit("attn_" + which)
     y = torch.matmul(_q(a, spec.get("lhs")), _q(b, spec.get("rhs")))
     return _q(y, spec.get("out"))
 
@@ -96,7 +100,10 @@ def handle_matmul(owner, func, args, kwargs):
 
 def handle_act(owner, func, args, kwargs):
     y = func(*args, **kwargs)
-    return y if owner.output is None else owner.output(y)
+    if owner.output is None:
+        return y
+    owner.hit("output")
+    return owner.output(y)
 
 
 def _sdpa_args(args, kwargs):
@@ -122,13 +129,24 @@ def handle_sdpa(owner, func, args, kwargs):
         s = s.masked_fill(~keep, float("-inf"))
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+    if any(owner.softmax_specs.values()):
+        owner.hit("softmax")
     p = quantized_softmax(s, -1, owner.softmax_specs)
     if a["dropout_p"] > 0:
         p = F.dropout(p, a["dropout_p"], training=True)
     return attn_matmul(owner, p, v, "av")
 
 
-HANDLERS = {"softmax": handle_softmax, "matmul": handle_matmul, "sdpa": handle_sdpa, "act": handle_act}
+MHA_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj_weight")
+
+
+def handle_mha(owner, func, args, kwargs):
+    from .mha import handle_mha as _handle  # mha imports this module
+    return _handle(owner, func, args, kwargs)
+
+
+HANDLERS = {"softmax": handle_softmax, "matmul": handle_matmul, "sdpa": handle_sdpa, "act": handle_act,
+            "mha": handle_mha}
 
 
 class ScopedQuantMode(TorchFunctionMode):

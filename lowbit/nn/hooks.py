@@ -39,17 +39,26 @@ class HookQuantizers(nn.Module):
     """
 
     def __init__(self, kind: str, input=None, output=None, grad=None, softmax_specs=None, attn_specs=None,
-                 categories=(), uses_softmax: bool = False, grad_nchw: bool = False):
+                 categories=(), uses_softmax: bool = False, grad_nchw: bool = False, weights=None,
+                 guard: bool = False):
         super().__init__()
         self.kind = kind
         self.input, self.output = input, output
+        self.weights = nn.ModuleDict(weights or {})   # nn.MultiheadAttention's projection weights
+        self.owns_linears = "mha" in categories       # input quantizes its projections' inputs instead
+        self.hits: dict = {}                          # slot -> times its quantizer ran (Assignment.live)
         self.grad_spec, self.grad_nchw = grad, grad_nchw
         self.softmax_specs = softmax_specs or {}
         self.attn_specs = attn_specs or {}
         self.categories = frozenset(categories)
         self.uses_softmax = uses_softmax
-        self.mode = ScopedQuantMode(self) if self.categories else None
+        # guard: a mode on the stack disables torch's fused fast paths (TransformerEncoderLayer,
+        # MultiheadAttention check has_torch_function), which would bypass the quantized layers
+        self.mode = ScopedQuantMode(self) if self.categories or guard else None
         self.softmax_seen, self.mm_count = False, 0
+
+    def hit(self, slot: str):
+        self.hits[slot] = self.hits.get(slot, 0) + 1
 
     def category(self, func) -> str | None:
         """The handler category of a torch function if this module intercepts it."""
@@ -69,11 +78,13 @@ class HookQuantizers(nn.Module):
     # ---- hooks -----------------------------------------------------------------------------------
     def pre_hook(self, module, args):
         self.softmax_seen, self.mm_count = False, 0
-        if self.input is not None:
+        quantize_args = self.input is not None and not self.owns_linears
+        if quantize_args:
+            self.hit("input")
             args = tuple(self.input(a) if _is_float_tensor(a) else a for a in args)
         if self.mode is not None:
             self.mode.start()
-        return args if self.input is not None else None
+        return args if quantize_args else None
 
     def post_hook(self, module, args, output):
         if self.mode is not None:
@@ -81,9 +92,14 @@ class HookQuantizers(nn.Module):
         if output is None:  # forward raised: only the mode needed cleaning up
             return None
         if self.output is not None and self.kind in ("activation", "other") and _is_float_tensor(output):
+            self.hit("output")
             output = self.output(output)
-        if self.grad_spec is not None and _is_float_tensor(output):
-            output = quantize_grad(output, spec_for(self.grad_spec, output, self.grad_nchw))
+        if self.grad_spec is not None:
+            first = output[0] if isinstance(output, tuple) and output else output  # MHA: (out, weights)
+            if _is_float_tensor(first) and torch.is_grad_enabled() and first.requires_grad:
+                self.hit("grad")  # counted when attached; it runs in the backward pass
+                first = quantize_grad(first, spec_for(self.grad_spec, first, self.grad_nchw))
+                output = (first,) + tuple(output[1:]) if isinstance(output, tuple) else first
         return output
 
     def child_pre_hook(self, child, args):
@@ -111,12 +127,22 @@ def attach(module: nn.Module, hq: HookQuantizers) -> list:
     handles = [module.register_forward_pre_hook(hq.pre_hook),
                module.register_forward_hook(hq.post_hook, always_call=True)]
     if hq.mode is not None or hq.uses_softmax:
-        for name, child in module.named_children():
-            if child is hq:
-                continue
+        for child in _called_children(module, hq):
             handles.append(child.register_forward_pre_hook(hq.child_pre_hook, prepend=True))
             handles.append(child.register_forward_hook(hq.child_post_hook, always_call=True))
     return handles
+
+
+def _called_children(module: nn.Module, hq: HookQuantizers):
+    """The modules ``module``'s forward calls directly: its children, and the members of a child
+    ModuleList / ModuleDict (which are indexed, not called; nn.TransformerEncoder's ``layers``)."""
+    for child in module.children():
+        if child is hq:
+            continue
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            yield from _called_children(child, hq)
+        else:
+            yield child
 
 
 def detach(module: nn.Module, handles: list):

@@ -40,7 +40,11 @@ class QuantLayer:
                            for k, v in mod.__dict__.items()})
         for name, m in zip(QUANTIZER_NAMES, (weight, input, output, grad)):
             q.register_module(name, m)
+        q.hits = {}  # slot -> times its quantizer ran (Assignment.live)
         return q
+
+    def hit(self, slot: str):
+        self.hits[slot] = self.hits.get(slot, 0) + 1
 
     def sync_to(self, mod: nn.Module) -> nn.Module:
         """Copy parameter/buffer objects and the training flag back onto the original ``mod``."""
@@ -52,15 +56,26 @@ class QuantLayer:
         return mod
 
     def _q_in(self, x):
-        return x if self.input_quantizer is None else self.input_quantizer(x)
+        if self.input_quantizer is None:
+            return x
+        self.hit("input")
+        return self.input_quantizer(x)
 
     def _q_w(self):
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        if self.weight_quantizer is None:
+            return self.weight
+        self.hit("weight")
+        return self.weight_quantizer(self.weight)
 
     def _q_out(self, y):
         if self.output_quantizer is not None:
+            self.hit("output")
             y = self.output_quantizer(y)
-        return y if self.grad_quantizer is None else self.grad_quantizer(y)
+        if self.grad_quantizer is None:
+            return y
+        if torch.is_grad_enabled() and y.requires_grad:
+            self.hit("grad")  # counted when attached; it runs in the backward pass
+        return self.grad_quantizer(y)
 
 
 class QLinear(QuantLayer, nn.Linear):
@@ -94,3 +109,28 @@ class QEmbedding(QuantLayer, nn.Embedding):
 
 
 QUANTIZED = {nn.Linear: QLinear, nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Embedding: QEmbedding}
+
+
+def is_hf_conv1d(m: nn.Module) -> bool:
+    """Hugging Face's ``transformers.pytorch_utils.Conv1D`` (GPT-2's projections): a Linear whose
+    weight is stored transposed, (in_features, out_features), applied as ``addmm(b, x, W)``.
+    Recognised by class name and module (exact type), so lowbit does not import transformers."""
+    t = type(m)
+    return t.__name__ == "Conv1D" and t.__module__.startswith("transformers.")
+
+
+def _hf_conv1d_forward(self, x: torch.Tensor) -> torch.Tensor:
+    size_out = x.size()[:-1] + (self.nf,)
+    x = self._q_in(x)
+    y = torch.addmm(self.bias, x.reshape(-1, x.size(-1)), self._q_w())
+    return self._q_out(y.view(size_out))
+
+
+def quantized_class(m: nn.Module) -> type | None:
+    """The quantized subclass for ``m``'s exact type (None: not a quantizable weight layer). The one
+    for HF's Conv1D is made on first use; its weight spec has its channel axis on dim 1."""
+    t = type(m)
+    if t not in QUANTIZED and is_hf_conv1d(m):
+        QUANTIZED[t] = type("QHFConv1D", (QuantLayer, t), {"float_type": t, "forward": _hf_conv1d_forward,
+                                                           "__module__": __name__, "__qualname__": "QHFConv1D"})
+    return QUANTIZED.get(t)

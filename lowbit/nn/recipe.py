@@ -142,9 +142,14 @@ class Recipe:
 
     def lookup(self, name: str, tags, kind: str) -> LayerSpec | None:
         """The LayerSpec of the first rule matching ``name``/``tags`` (None: fp32)."""
-        for r in self.rules:
+        i = self.match(name, tags)
+        return None if i is None else self.rules[i].spec_for(kind)
+
+    def match(self, name: str, tags) -> int | None:
+        """Index of the first rule matching ``name``/``tags`` (None: no rule matches)."""
+        for i, r in enumerate(self.rules):
             if r.matches(name, tags):
-                return r.spec_for(kind)
+                return i
         return None
 
     # ---- serialisation ------------------------------------------------------------------------

@@ -5,12 +5,13 @@ the work of a forward pass), search, footprint and export all read these records
 Kinds (``LayerInfo.kind``), the layers quantization acts on:
 
     ``weight``      nn.Linear, nn.Conv1d, nn.Conv2d (incl. depthwise), nn.Embedding (exact types;
-                    subclasses may override forward, so they are left alone)
+                    subclasses may override forward, so they are left alone), and Hugging Face's
+                    Conv1D (GPT-2; a Linear with its weight stored as (in, out))
     ``activation``  torch.nn activation modules (ReLU, GELU, SiLU, PReLU, Hardswish, ...)
     ``softmax``     nn.Softmax
-    ``attention``   a module whose own ``forward`` calls F.scaled_dot_product_attention, or at least
-                    two matmuls (torch.matmul / bmm / ``@``) and a softmax (functional or a child
-                    nn.Softmax)
+    ``attention``   nn.MultiheadAttention, or a module whose own ``forward`` calls
+                    F.scaled_dot_product_attention, or at least two matmuls (torch.matmul / bmm /
+                    ``@``) and a softmax (functional or a child nn.Softmax)
     ``functional``  a module whose own ``forward`` calls a functional softmax or activation
                     (F.softmax, F.gelu, torch.tanh, x.relu(), ...)
     ``other``       any other leaf module (norms, pooling, dropout, flatten, ...)
@@ -19,11 +20,15 @@ Weight modules (``is_weight``: nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, th
 lowbit's quantized versions) are walked too: cost counts every one of them. Those that quantization
 leaves alone (subclasses, layers inside nn.MultiheadAttention) have ``kind=None``.
 Containers that call none of those are not layers. ``forward`` is read statically: the names its
-bytecode loads (``torch.matmul`` loads ``matmul``) and its ``@`` operators; a name bound to a child
-module (``self.softmax = nn.Softmax()``) is a module call, not a functional one. Calls hidden in
-helper functions are not seen by this scan (their intercepted numerics still apply at run time
-only for kinds found here). nn.MultiheadAttention runs one fused functional and reads its
-projection weights directly, so it and its children are skipped (not supported).
+bytecode loads (``torch.matmul`` loads ``matmul``) and its ``@`` operators, also inside the methods
+and module-level Python functions it names, two levels deep (Hugging Face's
+``eager_attention_forward``), plus functions held as instance attributes (``self.act = F.gelu``); a
+name bound to a child module (``self.softmax = nn.Softmax()``) is a module call, not a functional
+one. A parameter-free leaf that only computes activations (HF's ``GELUActivation``) is an
+``activation``. Torch's own modules are not scanned (only their function attributes, e.g.
+TransformerEncoderLayer's ``activation``). nn.MultiheadAttention is an ``attention`` layer that
+also owns its projection weights (``ops={"mha": 1}``): it reads them directly, so its children
+(``out_proj``) have ``kind=None`` and the MultiheadAttention quantizes them itself.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 import torch.nn.modules.activation as _act
 from torch import nn
 
-from .modules import QUANTIZED, QuantLayer
+from .modules import QuantLayer, quantized_class
 
 WEIGHT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
 
@@ -83,7 +88,7 @@ class LayerInfo:
 
     @property
     def is_conv(self) -> bool:
-        return self.type.startswith("Conv")
+        return self.type in ("Conv1d", "Conv2d")
 
 
 def _codes(code):
@@ -93,12 +98,18 @@ def _codes(code):
             yield from _codes(c)
 
 
-def forward_ops(module: nn.Module) -> dict:
-    """Counts of functional softmax / matmul / sdpa / activation calls in ``type(module).forward``."""
-    code = getattr(type(module).forward, "__code__", None)
-    counts: dict = {}
-    if code is None:
-        return counts
+def _helper_code(owner, name: str, fn_globals: dict):
+    """The code of a helper that ``name`` refers to: a method of ``type(owner)`` or a module-level
+    Python function in the forward's globals (HF's ``eager_attention_forward``), else None."""
+    target = getattr(type(owner), name, None)
+    if not isinstance(target, types.FunctionType):
+        target = fn_globals.get(name)
+    if isinstance(target, types.FunctionType) and not target.__module__.startswith("torch"):
+        return target.__code__, target.__globals__
+    return None
+
+
+def _scan(module: nn.Module, code, fn_globals: dict, counts: dict, seen: set, depth: int):
     for c in _codes(code):
         for ins in dis.get_instructions(c):
             op = None
@@ -106,10 +117,39 @@ def forward_ops(module: nn.Module) -> dict:
                 op = OP_NAMES.get(ins.argval)
                 if op and isinstance(getattr(module, ins.argval, None), nn.Module):
                     op = None
+                helper = _helper_code(module, ins.argval, fn_globals) if depth > 0 and not op else None
+                if helper is not None and helper[0] not in seen:
+                    seen.add(helper[0])
+                    _scan(module, helper[0], helper[1], counts, seen, depth - 1)
             elif ins.opname in ("BINARY_OP", "BINARY_MATRIX_MULTIPLY") and "@" in (ins.argrepr or "@"):
                 op = "matmul"
             if op:
                 counts[op] = counts.get(op, 0) + 1
+
+
+def _attribute_ops(module: nn.Module) -> dict:
+    """Functional ops held as instance attributes (``self.act = F.gelu``, TransformerEncoderLayer's
+    ``activation``), which the forward calls through ``self``."""
+    from .functional import FUNCS  # the function tables (functional imports this module)
+    by_func = {f: ("act" if cat == "act" else cat) for cat, fs in FUNCS.items() for f in fs}
+    counts: dict = {}
+    for v in vars(module).values():
+        cat = by_func.get(v) if callable(v) and not isinstance(v, nn.Module) else None
+        if cat:
+            counts[cat] = counts.get(cat, 0) + 1
+    return counts
+
+
+def forward_ops(module: nn.Module, depth: int = 2) -> dict:
+    """Counts of functional softmax / matmul / sdpa / activation calls in ``type(module).forward``,
+    in the methods and module-level helper functions it names (``depth`` levels deep), and through
+    function-valued instance attributes."""
+    fwd = type(module).forward
+    code = getattr(fwd, "__code__", None)
+    counts = _attribute_ops(module)
+    if code is None:
+        return counts
+    _scan(module, code, getattr(fwd, "__globals__", {}), counts, {code}, depth)
     return counts
 
 
@@ -119,21 +159,32 @@ def _is_torch_module(m: nn.Module) -> bool:
 
 def classify(m: nn.Module) -> tuple[str | None, dict, bool]:
     """(kind or None, forward ops, has a child nn.Softmax) of one module."""
-    if type(m) in QUANTIZED:
+    if quantized_class(m) is not None:
         return "weight", {}, False
     if isinstance(m, nn.Softmax):
         return "softmax", {}, False
     if isinstance(m, ACTIVATION_TYPES):
         return "activation", {}, False
-    ops = {} if _is_torch_module(m) else forward_ops(m)
+    if isinstance(m, nn.MultiheadAttention):
+        return "attention", {"mha": 1}, False
+    ops = _attribute_ops(m) if _is_torch_module(m) else forward_ops(m)
     softmax_child = any(isinstance(c, nn.Softmax) for c in m.children())
     if ops.get("sdpa") or (ops.get("matmul", 0) >= 2 and (ops.get("softmax") or softmax_child)):
         return "attention", ops, softmax_child
+    if _is_activation_module(m, ops):
+        return "activation", ops, False
     if ops.get("softmax") or ops.get("act"):
         return "functional", ops, softmax_child
     if next(m.children(), None) is None:
         return "other", {}, False
     return None, ops, softmax_child
+
+
+def _is_activation_module(m: nn.Module, ops: dict) -> bool:
+    """A parameter-free leaf whose forward only computes activation functions (Hugging Face's
+    GELUActivation, NewGELUActivation, QuickGELUActivation...): its output is the activation."""
+    return (bool(ops.get("act")) and not any(ops.get(k) for k in ("softmax", "matmul", "sdpa"))
+            and next(m.children(), None) is None and next(m.parameters(recurse=False), None) is None)
 
 
 def tags_of(m: nn.Module, kind: str) -> frozenset:
@@ -145,16 +196,21 @@ def tags_of(m: nn.Module, kind: str) -> frozenset:
     return frozenset(tags)
 
 
+def is_hf_conv1d_type(m: nn.Module) -> bool:
+    """HF's Conv1D or lowbit's quantized subclass of it."""
+    return any(t.__name__ == "Conv1D" and t.__module__.startswith("transformers.") for t in type(m).__mro__)
+
+
 def _float_type(m: nn.Module) -> str:
     for t in WEIGHT_TYPES:
         if isinstance(m, t):
             return t.__name__
-    return type(m).__name__
+    return "Conv1D" if is_hf_conv1d_type(m) else type(m).__name__
 
 
 def _record(name: str, m: nn.Module, kind, ops, softmax_child) -> LayerInfo:
     w = getattr(m, "weight", None)
-    is_weight = isinstance(m, WEIGHT_TYPES)
+    is_weight = isinstance(m, WEIGHT_TYPES) or is_hf_conv1d_type(m)
     groups = int(getattr(m, "groups", 1)) if is_weight else 1
     depthwise = isinstance(m, (nn.Conv1d, nn.Conv2d)) and groups > 1 and groups == m.in_channels
     return LayerInfo(name, m, kind, tags_of(m, kind) if kind else frozenset(), ops, softmax_child,
@@ -170,13 +226,13 @@ def walk(model: nn.Module) -> list[LayerInfo]:
         inside_mha = any(name.startswith(p + ".") for p in skip)
         if isinstance(m, nn.MultiheadAttention):
             skip.append(name)
-        if inside_mha or isinstance(m, nn.MultiheadAttention):
-            kind, ops, softmax_child = None, {}, False      # not supported by quantization (see above)
+        if inside_mha:
+            kind, ops, softmax_child = None, {}, False      # quantized by the MultiheadAttention (see above)
         elif isinstance(m, QuantLayer):
             kind, ops, softmax_child = "weight", {}, False  # an already quantized weight layer
         else:
             kind, ops, softmax_child = classify(m)
-        if kind is not None or isinstance(m, WEIGHT_TYPES):
+        if kind is not None or isinstance(m, WEIGHT_TYPES) or is_hf_conv1d_type(m):
             out.append(_record(name, m, kind, ops, softmax_child))
     return out
 
