@@ -84,10 +84,9 @@ def test_int8_graph_fuses_integer_kernels(setup, tmp_path, name, per_channel):
         ops = _optimized_ops(path, level)
         assert set(ops) & INTEGER_KERNELS, (level, ops)
         assert "Conv" not in ops or name == "mlp" or ops["QLinearConv"] >= 2, ops
-    one = 1.0 / len(xt)
     for opt in (False, True):
         c = compare_onnx(path, info.model, xt, splits.test.y, optimize=opt)
-        assert abs(c["acc_onnx"] - c["acc_torch"]) <= one + 1e-9, (opt, c)
+        assert round(abs(c["acc_onnx"] - c["acc_torch"]) * len(xt)) <= 1, (opt, c)   # in whole images
         assert c["acc_onnx"] > 0.8, c
         if not opt:
             assert c["frac_exact"] >= 0.98, c
@@ -97,10 +96,9 @@ def test_int8_graph_fuses_integer_kernels(setup, tmp_path, name, per_channel):
 def test_other_formats_load_and_keep_accuracy_optimized(setup, tmp_path, fmt):
     splits, _, _, xt = setup
     path, info = _export(setup, tmp_path, "cnn", fmt)
-    one = 1.0 / len(xt)
     for opt in (False, True):
         c = compare_onnx(path, info.model, xt, splits.test.y, optimize=opt)
-        assert abs(c["acc_onnx"] - c["acc_torch"]) <= one + 1e-9, (fmt, opt, c)
+        assert round(abs(c["acc_onnx"] - c["acc_torch"]) * len(xt)) <= 1, (fmt, opt, c)   # whole images
         if not opt:
             assert c["frac_exact"] >= 0.98, c
 
