@@ -83,3 +83,14 @@ def test_ci_environment_is_the_pinned_one():
         got, pin = metadata.version(req.name), pins[_norm(req.name)]
         # a local label (torch's "+cpu") is the build, not the release: compare the public versions
         assert Version(got).public == Version(pin).public, f"{req.name}: installed {got}, pinned {pin}"
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="only CI installs exactly constraints.txt")
+def test_ci_environment_has_nothing_unpinned():
+    """Every package in CI's environment is pinned (a dependency added without its own dependencies
+    pinned would install whatever is newest)."""
+    pins = _pins()
+    loose = sorted(d.metadata["Name"] for d in metadata.distributions()
+                   if _norm(d.metadata["Name"]) not in pins
+                   and _norm(d.metadata["Name"]) not in ("pip", "setuptools", "wheel", "lowbit"))
+    assert not loose, f"installed but not pinned in constraints.txt: {', '.join(loose)}"
