@@ -122,3 +122,18 @@ def train_steps(model, splits, steps=150):
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def trained_digits_models():
+    """(splits, calibration inputs, normalised test inputs, {"cnn", "mlp"}): the small trained models the
+    ONNX tests export (cnn channels [8, 16, 16], ~91% test accuracy; mlp hidden [32])."""
+    from lowbit.data import load_dataset, normalize
+    from lowbit.models import create_model
+    from lowbit.ptq import calibration_inputs
+    splits = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    cnn = train_steps(create_model("cnn", num_classes=10, in_chans=1, img_size=8, channels=[8, 16, 16]), splits, 40)
+    torch.manual_seed(0)
+    mlp = train_steps(create_model("mlp", num_classes=10, in_chans=1, img_size=8, hidden=[32]), splits, 150)
+    xt = normalize(splits.test.x, splits.mean, splits.std)
+    return splits, calibration_inputs(splits, 128), xt, {"cnn": cnn, "mlp": mlp}

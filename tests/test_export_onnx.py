@@ -14,7 +14,7 @@ import copy
 
 import pytest
 import torch
-from conftest import train_steps
+from conftest import trained_digits_models
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -29,23 +29,12 @@ from lowbit.nn.modules import QuantLayer  # noqa: E402
 from lowbit.ptq import PTQConfig, calibration_inputs, quantize_ptq  # noqa: E402
 
 TOL = 1e-4
-KW = {"channels": [8, 16, 16]}
-
-
-def _train(model, splits, steps=150):
-    return train_steps(model, splits, steps)
 
 
 @pytest.fixture(scope="module")
 def setup():
-    splits = load_dataset("digits", seed=0)
-    torch.manual_seed(0)
-    cnn = _train(create_model("cnn", num_classes=10, in_chans=1, img_size=8, **KW), splits, 40)  # ~91% test acc
-    torch.manual_seed(0)
-    mlp = _train(create_model("mlp", num_classes=10, in_chans=1, img_size=8, hidden=[32]), splits)
-    calib = calibration_inputs(splits, 128)
-    xt = normalize(splits.test.x, splits.mean, splits.std)
-    return splits, cnn, mlp, calib, xt
+    splits, calib, xt, models = trained_digits_models()
+    return splits, models["cnn"], models["mlp"], calib, xt
 
 
 def _check(c):

@@ -12,7 +12,7 @@ import collections
 
 import pytest
 import torch
-from conftest import train_steps
+from conftest import trained_digits_models
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -30,20 +30,10 @@ from lowbit.ptq import PTQConfig, calibration_inputs, quantize_ptq  # noqa: E402
 INTEGER_KERNELS = {"QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat"}
 
 
-def _train(model, splits, steps=150):
-    return train_steps(model, splits, steps)
-
-
 @pytest.fixture(scope="module")
 def setup():
-    splits = load_dataset("digits", seed=0)
-    torch.manual_seed(0)
-    cnn = _train(create_model("cnn", num_classes=10, in_chans=1, img_size=8, channels=[8, 16, 16]), splits, 40)
-    torch.manual_seed(0)
-    mlp = _train(create_model("mlp", num_classes=10, in_chans=1, img_size=8, hidden=[32]), splits, 150)
-    calib = calibration_inputs(splits, 128)
-    xt = normalize(splits.test.x, splits.mean, splits.std)
-    return splits, {"cnn": cnn, "mlp": mlp}, calib, xt
+    splits, calib, xt, models = trained_digits_models()
+    return splits, models, calib, xt
 
 
 def _optimized_ops(path, level) -> collections.Counter:
