@@ -11,6 +11,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from importlib import metadata
 
@@ -90,7 +91,10 @@ def test_ci_environment_has_nothing_unpinned():
     """Every package in CI's environment is pinned (a dependency added without its own dependencies
     pinned would install whatever is newest)."""
     pins = _pins()
-    loose = sorted(d.metadata["Name"] for d in metadata.distributions()
+    # only what pip installed into the environment: packages vendored inside an installed one (setuptools'
+    # _vendor, ray's thirdparty_files) join sys.path once imported, yet come with their parent's pin
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    loose = sorted({d.metadata["Name"] for d in metadata.distributions(path=site)
                    if _norm(d.metadata["Name"]) not in pins
-                   and _norm(d.metadata["Name"]) not in ("pip", "setuptools", "wheel", "lowbit"))
+                   and _norm(d.metadata["Name"]) not in ("pip", "setuptools", "wheel", "lowbit")})
     assert not loose, f"installed but not pinned in constraints.txt: {', '.join(loose)}"
