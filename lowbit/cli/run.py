@@ -22,7 +22,7 @@ def add_parser(sub):
                    help="override a config key; VALUE is YAML, dotted keys reach into mappings "
                    "(--set epochs=2 --set model_kwargs.cnn.channels=[8,16])")
     p.add_argument("-j", "--jobs", type=int, default=None, help="runs in parallel, each with "
-                   "max(1, cores // jobs) torch threads (default: one per core on CPU, 1 on GPU)")
+                   "the config's threads torch threads (default: cores // threads on CPU, 1 on GPU)")
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="where runs "
                    "execute: local child processes (default) or Ray tasks (pip install ray)")
     p.add_argument("--address", default=None, help="with --executor ray: the Ray cluster to "

@@ -2,7 +2,12 @@
 
 A run id is the first 10 hex digits of the SHA-256 of the run's canonical JSON (sorted keys, no
 whitespace; the sweep name and the quantization backend, which do not change results, excluded),
-so the same run gets the same id in any sweep and a re-run finds its folder. Changing anything that affects the run (epochs, lr, a model kwarg) changes it.
+so the same run gets the same id in any sweep and a re-run finds its folder. Changing anything that
+affects the run (epochs, lr, a model kwarg, the torch thread count) changes it.
+
+The thread count joined the id after lowbit 0.1.0's first sweeps (before, a run took whatever threads its executor
+gave it, so one id could hold different bits): :attr:`RunSpec.legacy_id` is the id the same run had
+before, which the runner uses to say which old run folders are not reused.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lowbit.experiments.precision import RECIPE, resolve_precision
-from lowbit.experiments.schema import SOFTMAX_SAME, DataConfig, SweepConfig
+from lowbit.experiments.schema import DEFAULT_THREADS, SOFTMAX_SAME, DataConfig, SweepConfig
 from lowbit.train import TrainConfig
 
 FP32 = "fp32"
@@ -36,6 +41,7 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     sweep: str = ""
     quant_backend: str = "auto"
+    threads: int = DEFAULT_THREADS
 
     @property
     def seed(self) -> int:
@@ -63,11 +69,20 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        canon = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
-        if canon["data"].get("on_bad_file") == "skip":  # the default: ids of older sweeps stay
-            canon["data"] = {k: v for k, v in canon["data"].items() if k != "on_bad_file"}
-        text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
+        return _digest(self, NOT_HASHED)
+
+    @property
+    def legacy_id(self) -> str:
+        """The id this run had before the thread count was part of it (old run folders)."""
+        return _digest(self, NOT_HASHED + ("threads",))
+
+
+def _digest(spec: RunSpec, skip: tuple[str, ...]) -> str:
+    canon = {k: v for k, v in spec.to_dict().items() if k not in skip}
+    if canon["data"].get("on_bad_file") == "skip":  # the default: ids of older sweeps stay
+        canon["data"] = {k: v for k, v in canon["data"].items() if k != "on_bad_file"}
+    text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def expand(cfg: SweepConfig) -> list[RunSpec]:
@@ -88,7 +103,7 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
                        softmax_precision=soft, quantize=() if prec == FP32 else tuple(targets),
                        train=cfg.train_config(seed=seed, augmentation=aug),
                        model_kwargs=dict(cfg.model_kwargs.get(model, {})), data=cfg.data,
-                       sweep=cfg.name, quant_backend=cfg.quant_backend)
+                       sweep=cfg.name, quant_backend=cfg.quant_backend, threads=cfg.threads)
         runs.setdefault(spec.run_id, spec)
     return list(runs.values())
 
@@ -110,6 +125,7 @@ def flatten(spec: RunSpec) -> dict:
                 else value
     row["model_kwargs"] = json.dumps(spec.model_kwargs, sort_keys=True)
     row["quant_backend"] = spec.quant_backend
+    row["threads"] = spec.threads
     for f in dataclasses.fields(DataConfig):
         row[f"data_{f.name}"] = getattr(spec.data, f.name)
     return row

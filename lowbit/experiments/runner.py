@@ -17,6 +17,7 @@ As with any multiprocessing code, a script that calls :func:`run_sweep` needs th
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +28,7 @@ from lowbit.distributed.cores import cpu_count
 from lowbit.experiments import store
 from lowbit.experiments.executors import Executor, make_executor
 from lowbit.experiments.grid import RunSpec, expand
+from lowbit.experiments.legacy import adopt_legacy
 from lowbit.experiments.progress import Progress
 from lowbit.experiments.schema import SweepConfig
 from lowbit.train import TERMINAL
@@ -37,11 +39,16 @@ def is_finished(run_dir: Path) -> bool:
     return result is not None and result.get("status") in TERMINAL
 
 
-def prepare(cfg: SweepConfig) -> list[RunSpec]:
-    """Expand ``cfg``, write ``sweep.yaml`` and each run's ``config.yaml``; return the runs."""
+def prepare(cfg: SweepConfig, notes: list[str] | None = None) -> list[RunSpec]:
+    """Expand ``cfg``, write ``sweep.yaml`` and each run's ``config.yaml``; return the runs.
+
+    Run folders from before the thread count joined the run id are adopted where they match
+    (:mod:`lowbit.experiments.legacy`); a line per one that does not is appended to ``notes``."""
     out = cfg.results_dir
     specs = expand(cfg)
     store.write_yaml(out / "sweep.yaml", cfg.to_dict())
+    if (out / "runs").is_dir():
+        (notes if notes is not None else []).extend(adopt_legacy(out, specs))
     for spec in specs:
         path = out / "runs" / spec.run_id / "config.yaml"
         if not path.exists():
@@ -50,11 +57,12 @@ def prepare(cfg: SweepConfig) -> list[RunSpec]:
 
 
 def auto_jobs(cfg: SweepConfig) -> int:
-    """Default parallelism: one run per core with one thread each on CPU (small models train
-    faster that way than with several threads per run), one run at a time on a GPU."""
+    """Default parallelism: as many runs as the cores hold at ``cfg.threads`` torch threads each
+    on CPU (small models train faster as one-thread runs side by side than with several threads
+    per run), one run at a time on a GPU."""
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         return 1
-    return cpu_count()
+    return max(1, cpu_count() // cfg.threads)
 
 
 def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | None = None,
@@ -72,7 +80,10 @@ def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | No
         executor = make_executor(executor, jobs=auto_jobs(cfg) if jobs is None else jobs,
                                  address=address)
     out = cfg.results_dir
-    specs = prepare(cfg)
+    notes: list[str] = []
+    specs = prepare(cfg, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     ids = [s.run_id for s in specs]
     todo = [s for s in specs if not is_finished(out / "runs" / s.run_id)]
     if todo:

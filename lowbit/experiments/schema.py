@@ -36,6 +36,7 @@ try:  # every target lowbit.nn's recipe_for_precision understands
 except ImportError:
     ALL_TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
 SOFTMAX_SAME = "same"  # softmax in the run's own precision
+DEFAULT_THREADS = 1  # torch threads per run unless the config says otherwise (never the executor's)
 RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.experiments.executors)
 
 
@@ -88,7 +89,10 @@ class SweepConfig:
     ``quant_backend``: lowbit's fake-quant kernels (``with lowbit.backend(...)`` around each run):
     ``auto`` runs the native CPU kernels where they apply and compiles for large tensors elsewhere
     (seconds of compilation per run process); ``eager``, ``compiled`` and ``native`` force one.
-    Backends agree bit for bit, so it is not part of the run id. ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;
+    Backends agree bit for bit, so it is not part of the run id. ``threads``: the torch intra-op
+    threads of every run (``torch.set_num_threads``; default 1, whatever the executor). A thread
+    count changes how reductions are split, so the last bits of a result: it is part of the run id,
+    and local ``-j N``, Ray and a resumed run give the same bits for one id. ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;
     ``lowbit run --executor ray``); the local executor ignores it. Not part of the run id either.
     """
 
@@ -118,6 +122,7 @@ class SweepConfig:
     device: str = "cpu"
     eval_batch_size: int = 512
     quant_backend: str = "auto"
+    threads: int = DEFAULT_THREADS
     augmentation_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
@@ -125,6 +130,9 @@ class SweepConfig:
 
     def __post_init__(self):
         validate_names(self)
+        if self.threads < 1:
+            raise ConfigError(f"threads: expected an int >= 1 (torch threads per run), "
+                              f"got {self.threads!r}")
         for key, value in self.resources.items():
             _choice("resources", key, list(RESOURCE_KEYS), "resource")
             if value < 0:

@@ -79,11 +79,13 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
-def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
-            sweep_pid: int | None = None, redirect: bool = True, since: float | None = None) -> str:
+def execute(spec_dict: dict, run_dir: str, events=None, sweep_pid: int | None = None,
+            redirect: bool = True, since: float | None = None) -> str:
     """Run one spec in ``run_dir``; write ``result.json``; return the final status.
 
-    The run's ``quant_backend`` holds for the whole run (``with lowbit.backend(...)``).
+    The run's ``quant_backend`` holds for the whole run (``with lowbit.backend(...)``) and its
+    ``threads`` are torch's intra-op threads (``torch.set_num_threads``), whichever executor calls
+    this: a run's numbers depend on its spec alone.
     ``sweep_pid``: when that process is gone at the end of an epoch, stop (SystemExit) without
     a result, as after a kill. ``redirect``: send this process's stdout/stderr to the run log.
     Returns :data:`CLAIMED` without touching the folder when another process holds the run's claim
@@ -100,22 +102,22 @@ def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
                 since is not None and float(done.get("finished") or 0) >= since)):
             return CLAIMED
         with backend(RunSpec.from_dict(spec_dict).quant_backend):
-            return _execute(spec_dict, run_dir, threads, events, sweep_pid, redirect)
+            return _execute(spec_dict, run_dir, events, sweep_pid, redirect)
     finally:
         claim.release()
 
 
-def _execute(spec_dict: dict, run_dir: Path, threads: int, events, sweep_pid, redirect) -> str:
+def _execute(spec_dict: dict, run_dir: Path, events, sweep_pid, redirect) -> str:
     """:func:`execute` once the run is claimed, inside the run's backend."""
     log = open(run_dir / "log.txt", "a", buffering=1)
     if redirect:  # warnings and prints of this run go to its log, not over the progress line
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-    torch.set_num_threads(threads)
     spec = RunSpec.from_dict(spec_dict)
+    torch.set_num_threads(spec.threads)
     send = events.put if events is not None else (lambda msg: None)
     t0 = time.time()
-    print(f"[{time.strftime('%H:%M:%S')}] start {spec.run_id} {spec.label} threads={threads}",
+    print(f"[{time.strftime('%H:%M:%S')}] start {spec.run_id} {spec.label} threads={spec.threads}",
           file=log)
     result = {"run_id": spec.run_id, "config": flatten(spec), "spec": spec.to_dict(),
               "env": {**code_version(), **environment("cpu")}, "started": t0}
@@ -159,12 +161,12 @@ def _execute(spec_dict: dict, run_dir: Path, threads: int, events, sweep_pid, re
     return result["status"]
 
 
-def child_main(spec_dict, run_dir, threads, events, sweep_pid, since=None) -> None:
+def child_main(spec_dict, run_dir, events, sweep_pid, since=None) -> None:
     """Entry point of the child process (see :func:`execute`); exit code :data:`EXIT_CLAIMED`
     when the run was claimed elsewhere."""
     _die_with_parent()
     try:
-        status = execute(spec_dict, run_dir, threads, events, sweep_pid, since=since)
+        status = execute(spec_dict, run_dir, events, sweep_pid, since=since)
     except KeyboardInterrupt:
         sys.exit(130)
     if status == CLAIMED:
