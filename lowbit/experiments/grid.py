@@ -42,6 +42,7 @@ class RunSpec:
     sweep: str = ""
     quant_backend: str = "auto"
     threads: int = DEFAULT_THREADS
+    world_size: int = 1  # data-parallel ranks (lowbit.experiments.ddp); 1: one process
 
     @property
     def seed(self) -> int:
@@ -79,14 +80,19 @@ class RunSpec:
 
 def _digest(spec: RunSpec, skip: tuple[str, ...]) -> str:
     canon = {k: v for k, v in spec.to_dict().items() if k not in skip}
+    if canon.get("world_size") == 1:  # one process: the ids of single-process runs stay
+        del canon["world_size"]
     if canon["data"].get("on_bad_file") == "skip":  # the default: ids of older sweeps stay
         canon["data"] = {k: v for k, v in canon["data"].items() if k != "on_bad_file"}
     text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def expand(cfg: SweepConfig) -> list[RunSpec]:
+def expand(cfg: SweepConfig, world_size: int = 1) -> list[RunSpec]:
     """All runs of ``cfg`` in grid order (model slowest, seed fastest), duplicates removed.
+
+    ``world_size``: the data-parallel ranks each run trains on (a DDP run is a run of its own,
+    with its own id; 1, one process, keeps the single-process ids).
 
     For ``fp32`` the quantize targets are cleared (nothing to quantize) so a ``quantize`` grid
     axis does not repeat the fp32 baseline; ``softmax: same`` resolves to the run's precision
@@ -103,7 +109,8 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
                        softmax_precision=soft, quantize=() if prec == FP32 else tuple(targets),
                        train=cfg.train_config(seed=seed, augmentation=aug),
                        model_kwargs=dict(cfg.model_kwargs.get(model, {})), data=cfg.data,
-                       sweep=cfg.name, quant_backend=cfg.quant_backend, threads=cfg.threads)
+                       sweep=cfg.name, quant_backend=cfg.quant_backend, threads=cfg.threads,
+                       world_size=world_size)
         runs.setdefault(spec.run_id, spec)
     return list(runs.values())
 
@@ -126,6 +133,7 @@ def flatten(spec: RunSpec) -> dict:
     row["model_kwargs"] = json.dumps(spec.model_kwargs, sort_keys=True)
     row["quant_backend"] = spec.quant_backend
     row["threads"] = spec.threads
+    row["world_size"] = spec.world_size
     for f in dataclasses.fields(DataConfig):
         row[f"data_{f.name}"] = getattr(spec.data, f.name)
     return row

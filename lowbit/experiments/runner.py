@@ -39,15 +39,16 @@ def is_finished(run_dir: Path) -> bool:
     return result is not None and result.get("status") in TERMINAL
 
 
-def prepare(cfg: SweepConfig, notes: list[str] | None = None) -> list[RunSpec]:
+def prepare(cfg: SweepConfig, notes: list[str] | None = None, world_size: int = 1) -> list[RunSpec]:
     """Expand ``cfg``, write ``sweep.yaml`` and each run's ``config.yaml``; return the runs.
 
     Run folders from before the thread count joined the run id are adopted where they match
-    (:mod:`lowbit.experiments.legacy`); a line per one that does not is appended to ``notes``."""
+    (:mod:`lowbit.experiments.legacy`); a line per one that does not is appended to ``notes``.
+    ``world_size``: the runs as DDP runs over that many ranks (their own ids, see ``expand``)."""
     out = cfg.results_dir
-    specs = expand(cfg)
+    specs = expand(cfg, world_size)
     store.write_yaml(out / "sweep.yaml", cfg.to_dict())
-    if (out / "runs").is_dir():
+    if (out / "runs").is_dir() and world_size == 1:
         (notes if notes is not None else []).extend(adopt_legacy(out, specs))
     for spec in specs:
         path = out / "runs" / spec.run_id / "config.yaml"
