@@ -62,6 +62,9 @@ def run(args) -> int:
         print("\ninterrupted: finished runs are saved; run the same command again to resume",
               file=sys.stderr)
         return 130
+    finally:
+        if on_result is not None:  # the tracker's queue: flushed, failures reported
+            on_result.close()
     from lowbit.report import build_report, terminal_summary
     out = cfg.results_dir
     print(terminal_summary(runs))
