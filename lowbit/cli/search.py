@@ -97,7 +97,8 @@ def add_parser(sub):
                    help="exhaustive (default 1024) / binary (default 2^20): prune tiny layers above this many points")
     p.add_argument("--prune-pct", type=float, default=1.0,
                    help="layers below this %% of MACs are pruned first, fixed at the dearest format (default 1)")
-    p.add_argument("--n-trials", type=int, default=40, help="evolutionary: trials to run (default 40)")
+    p.add_argument("--n-trials", type=int, default=40, help="evolutionary: complete trials in total, "
+                   "across resumes of a --storage study (a resumed search runs the missing ones; default 40)")
     p.add_argument("--storage", default=None, help="evolutionary: Optuna storage, e.g. sqlite:///runs/study.db")
     p.add_argument("--study-name", default="lowbit-search", help="evolutionary: study name")
     p.add_argument("--ilp-sweep", type=int, default=0, help="ilp: also solve this many budgets to trace a front")
