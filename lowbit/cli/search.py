@@ -70,7 +70,8 @@ def add_parser(sub):
                    help="largest accuracy drop below fp32, percentage points (default 1.0)")
     p.add_argument("--budget-size-kb", type=float, help="weight size budget, KiB (1024 bytes)")
     p.add_argument("--budget-bitops", type=float, help="BitOps per sample budget")
-    p.add_argument("--budget-energy", type=float, help="energy per sample budget (pJ)")
+    p.add_argument("--budget-energy", type=float, help="energy per sample budget: pJ (--energy horowitz or a constants file), relative units "
+                        "(--energy relative)")
     p.add_argument("--budget-instructions", type=float, help="instructions per sample budget")
     p.add_argument("--objective", choices=tuple(METRICS), default=None,
                    help="cost axis (default: the budget's metric, else size)")
@@ -93,6 +94,11 @@ def add_parser(sub):
     p.add_argument("--method", default=None,
                    help="sensitivity method for percentile (default l2) / ilp (default hessian)")
     p.add_argument("--percentiles", default=None, help="percentile cut points, e.g. 25,75")
+    p.add_argument("--percentile-sweep", default="default", metavar="SETS",
+                   help="percentile: more cut sets to evaluate for the Pareto plot, ';'-separated (e.g. "
+                        "'10,90;25,75;50,50'); 'default': every non-decreasing set from 10,25,50,75,90 "
+                        "(15 for three formats); 'none': only --percentiles. The uniform baselines (every "
+                        "layer in one format) are always evaluated too")
     p.add_argument("--max-points", type=int, default=None,
                    help="exhaustive (default 1024) / binary (default 2^20): prune tiny layers above this many points")
     p.add_argument("--prune-pct", type=float, default=1.0,
@@ -115,6 +121,8 @@ def _options(args) -> dict:
         except ValueError:
             raise UsageError(f"--percentiles {args.percentiles!r} is not allowed; "
                              f"allowed: numbers such as 25,75") from None
+    if s == "percentile":
+        opt.update(sweep=_percentile_sweep(args), baselines=True)
     if s in ("exhaustive", "binary"):
         if args.max_points is not None:
             opt["max_points"] = args.max_points
@@ -124,6 +132,22 @@ def _options(args) -> dict:
     if s == "ilp" and args.ilp_sweep:
         opt["sweep"] = args.ilp_sweep
     return opt
+
+
+def _percentile_sweep(args) -> tuple:
+    """``--percentile-sweep``: 'none', 'default' (:func:`lowbit.search.strategies.default_sweep`) or sets."""
+    from lowbit.search import parse_choices
+    from lowbit.search.strategies import default_sweep
+    text = args.percentile_sweep.strip()
+    if text == "none":
+        return ()
+    if text == "default":
+        return default_sweep(len(parse_choices(args.formats, args.acts)))
+    try:
+        return tuple(tuple(float(v) for v in part.split(",")) for part in text.split(";") if part.strip())
+    except ValueError:
+        raise UsageError(f"--percentile-sweep {args.percentile_sweep!r} is not allowed; allowed: 'default', "
+                         f"'none' or ';'-separated cut sets such as '10,90;25,75'") from None
 
 
 def _budgets(args) -> dict:
@@ -212,15 +236,22 @@ def _print_speedup(result, space, path):
 
 
 def _print_result(result, args, space):
-    from lowbit.search.costing import METRICS
+    from lowbit.search.costing import METRICS, units
     layers = result.layer_table()
     cols = [c for c in ("layer", "type", "macs", "params", "format", "weight_bytes", "bitops", "energy_pj")
             if c in layers]
     print(f"chosen assignment ({args.strategy}, {len(space.free)} free layers, formats {', '.join(space.labels)}):")
-    print(table(layers[cols]))
+    unit = units(result.energy)
+    rel = {"energy_pj": "energy_rel"} if unit["energy"].startswith("relative") else {}
+    print(table(layers[cols].rename(columns=rel)))
     c = result.chosen
     print(str(result))
-    print("cost: " + ", ".join(f"{m} {c[m]:.4g}" for m in METRICS if m in c))
+    print("cost: " + ", ".join(f"{m} {c[m]:.4g} {unit[m]}" for m in METRICS if m in c)
+          + f" (energy model {getattr(result.energy, 'name', 'horowitz')})")
+    if args.strategy == "percentile":
+        cols = [k for k in ("strategy", "percentiles", "size", "energy", "acc", "pareto", "chosen") if k in result.table]
+        print(f"points for the Pareto plot (energy in {unit['energy']}):")
+        print(table(result.table[cols]))
     ft = result.finetune
     if ft:
         print(f"QAT fine-tuning {ft['epochs']} epochs: val acc {100 * ft['val_acc_before']:.2f}% -> "
