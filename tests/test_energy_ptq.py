@@ -128,3 +128,51 @@ def test_cli_percentile_prints_units_and_the_sweep(mlp, tmp_path, capsys):
     assert (t["strategy"] == "uniform").sum() == 3 and set(t["percentiles"].dropna()) <= {"25,75", "10,90", "50,50"}
     assert cli_search(base + ["--percentile-sweep", "x;y", "--out", str(tmp_path / "b")]) == 2
     assert "--percentile-sweep 'x;y'" in capsys.readouterr().err
+
+
+# ---- S_l on the layer's output or on the logits ------------------------------------------------------
+def test_sensitivity_on_output_and_logits_both_work_and_differ(mlp, splits):
+    from lowbit.search import layer_sensitivity
+    space = build_space(profile_layers(mlp, (1, 1, 8, 8)), "int2,int4,int8", "int8")
+    data = EvalData.from_splits(splits, "val")
+    dfs = {on: layer_sensitivity(mlp, space, data, ["l2", "sqnr", "acc"], on=on) for on in ("logits", "output")}
+    lo, out = (dfs[k].set_index(["layer", "format"]) for k in ("logits", "output"))
+    assert (lo["sensitivity_on"] == "logits").all() and (out["sensitivity_on"] == "output").all()
+    assert dfs["output"].attrs["sensitivity_on"] == "output"
+    assert not np.allclose(lo["l2"], out["l2"]) and not np.allclose(lo["sqnr_db"], out["sqnr_db"])
+    pd.testing.assert_series_equal(lo["acc"], out["acc"])                      # accuracy is always on the logits
+    assert out.loc[("head", "int4/int8"), "l2"] == pytest.approx(lo.loc[("head", "int4/int8"), "l2"], rel=1e-5)
+    # an independent oracle for the first layer: its own output, float vs int2 weights, by hand
+    from lowbit.search.sensitivity import quantized_weight
+    lin = mlp.features[1]
+    xin = torch.flatten(data.normalized(), 1)
+    c = space.choices[0]
+    ref = torch.nn.functional.linear(xin, lin.weight, lin.bias).detach()
+    assert c.act is not None
+    from lowbit.nn.defaults import resolve
+    from lowbit.nn.specs import slot
+    from lowbit.ops import quantize
+    qx = quantize(xin, resolve(slot(c.act), "act"))
+    q = torch.nn.functional.linear(qx, quantized_weight(lin.weight, c), lin.bias).detach()
+    assert out.loc[("features.1", c.label), "l2"] == pytest.approx(float((ref - q).norm(dim=1).mean()), rel=1e-4)
+    for b in (4, 8):                                                           # more bits, less error at the output
+        assert out.loc[("features.1", f"int{b}/int8"), "l2"] < out.loc[("features.1", "int2/int8"), "l2"]
+    with pytest.raises(ValueError, match="logits, output"):
+        layer_sensitivity(mlp, space, data, ["l2"], on="input")
+
+
+def test_cli_sensitivity_on_is_stated(mlp, tmp_path, capsys):
+    from lowbit.cli.sensitivity import main as cli_sens
+    path = tmp_path / "mlp.pt"
+    torch.save(mlp.state_dict(), path)
+    base = ["--model", "mlp", "--dataset", "digits", "--model-kwargs", "{hidden: [32, 16]}", "--checkpoint", str(path),
+            "--formats", "int2,int8"]
+    assert cli_sens(base + ["--methods", "l2", "--sensitivity-on", "output", "--out", str(tmp_path / "s")]) == 0
+    assert "on each layer's own output" in capsys.readouterr().out
+    assert set(pd.read_csv(tmp_path / "s" / "sensitivity.csv")["sensitivity_on"]) == {"output"}
+    assert cli_search(base + ["--strategy", "percentile", "--sensitivity-on", "output", "--percentile-sweep", "none",
+                              "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "l2 scores (on the output)" in out
+    assert json.loads((tmp_path / "p" / "summary.json").read_text())["sensitivity_on"] == "output"
+    assert cli_sens(base + ["--sensitivity-on", "input", "--out", str(tmp_path / "x")]) == 2

@@ -28,6 +28,9 @@ def add_space_args(p) -> None:
                    help="data to score on (default val)")
     p.add_argument("--eval-samples", type=int, default=None, help="use only the first N samples of the split")
     p.add_argument("--energy", default="horowitz", help="energy model: horowitz, relative, or a YAML/JSON file")
+    p.add_argument("--sensitivity-on", default="logits", choices=("logits", "output"),
+                   help="what the l2 / sqnr sensitivity compares: the model's logits (default) or the layer's "
+                        "own output y_l (the energy-aware seed's S_l = ||y_l^full - y_l^quant||_2)")
     p.add_argument("--out", default=None, help="output folder")
     add_backend_arg(p)
 
@@ -179,7 +182,8 @@ def run(args) -> int:
     from lowbit.cli.export_c import c_check
     src, space, data = space_and_data(args, c_check if target == "c" else None)
     with _evaluator(target, src, data, args) as ev:
-        problem = Problem(src.model, space, ev, objective, budgets, args.max_acc_drop, energy, seed=args.seed)
+        problem = Problem(src.model, space, ev, objective, budgets, args.max_acc_drop, energy, seed=args.seed,
+                          sensitivity_kwargs={"on": args.sensitivity_on})
         result = run_search(problem, args.strategy, finetune_epochs=args.finetune_epochs, splits=src.splits,
                             **options)
     paths = result.save(args.out)

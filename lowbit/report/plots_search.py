@@ -100,7 +100,8 @@ def draw_sensitivity(ax, sens: pd.DataFrame, method: str) -> None:
     if (piv.to_numpy(float) > 0).all():
         ax.set_yscale("log")
     ax.set_ylabel(f"{method} score")
-    ax.set_title(f"sensitivity per layer ({method})", fontsize=9)
+    on = sens["sensitivity_on"].iloc[0] if "sensitivity_on" in sens and method in ("l2", "sqnr") else None
+    ax.set_title(f"sensitivity per layer ({method}" + (f" on the {on})" if on else ")"), fontsize=9)
     ax.legend(fontsize=7)
 
 

@@ -67,11 +67,12 @@ def ilp(problem: Problem, method: str = "hessian", sweep: int = 0) -> Result:
                      ("" if n > 1 else " (ONE point only: every budget of the sweep has the same optimum)"))
     rows = problem.evaluate(idxs, strategy="ilp")
     unit = units(problem.energy)
-    note = (f"ILP on {method} scores: minimal total sensitivity {float(scores[np.arange(len(idx)), idx].sum()):.4g} "
+    on = f" (on the {problem.sensitivity_on})" if method in ("l2", "sqnr") else ""
+    note = (f"ILP on {method} scores{on}: minimal total sensitivity {float(scores[np.arange(len(idx)), idx].sum()):.4g} "
             f"under " + ", ".join(f"{m} <= {b:g} {unit[m]}" for m, b in problem.budgets.items()))
     if table.max_rel_error > 1e-6:
         note += f" (additive cost model off by up to {100 * table.max_rel_error:.2g}% from lowbit.cost)"
-    return problem.finish("ilp", rows, notes=[note, *notes], chosen=0, extra={"ilp_method": method})
+    return problem.finish("ilp", rows, notes=[note, *notes], chosen=0, extra={"ilp_method": method, "sensitivity_on": problem.sensitivity_on})
 
 
 def _sweep(problem: Problem, scores, n: int) -> list:

@@ -123,12 +123,14 @@ def percentile(problem: Problem, method: str = "l2", percentiles=None, probe: st
             rows.append({**row, "percentiles": _cuts(cuts)})
     if baselines:   # first, so a uniform point found again by the sweep keeps its 'uniform' name
         rows = [*problem.evaluate([space.uniform(k) for k in range(len(labels))], strategy="uniform"), *rows]
-    notes = [f"percentile rule on {method} scores at {probe}: cuts at {', '.join(f'{p:g}%' for p in percentiles)}"]
+    on = f" (on the {problem.sensitivity_on})" if method in ("l2", "sqnr") else ""
+    notes = [f"percentile rule on {method} scores{on} at {probe}: cuts at {', '.join(f'{p:g}%' for p in percentiles)}"]
     if sweep:
         notes.append(f"percentile sweep: {len(sweep)} cut sets ({'; '.join(_cuts(c) for c in sweep)})")
     return problem.finish("percentile", rows, notes=notes, chosen=len(rows) - 1 - len(sweep),
                           extra={"scores": dict(zip(space.free, scores.tolist())), "percentiles": list(percentiles),
-                                 "percentile_sweep": [list(c) for c in sweep], "uniform_baselines": bool(baselines)})
+                                 "percentile_sweep": [list(c) for c in sweep], "uniform_baselines": bool(baselines),
+                                 "sensitivity_method": method, "sensitivity_on": problem.sensitivity_on})
 
 
 # ---- exhaustive (the RISC-V tool's DSE) ---------------------------------------------------------------
