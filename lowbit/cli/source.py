@@ -4,7 +4,8 @@ Flags (:func:`add_source_args`), with the same meaning in every command:
 
 ``--checkpoint FILE|RUN``
     trained weights (:mod:`lowbit.checkpoint`: lowbit.train's ``best.pt`` / ``checkpoint.pt``, a state
-    dict, ``.safetensors``), or a folder holding ``model.pt``, ``best.pt`` or ``checkpoint.pt`` (first
+    dict, ``.safetensors``; lowbit's key names or torchvision's ResNet / timm's ViT-DeiT layout, renamed by
+    :mod:`lowbit.models.external`), or a folder holding ``model.pt``, ``best.pt`` or ``checkpoint.pt`` (first
     found): a ``lowbit run`` run folder, or the ``--out`` folder of a command that ran ``--train-quick``.
     A provenance file beside the weights (``model.yaml`` written by ``--train-quick``, a sweep run's
     ``config.yaml``) supplies ``--model``, ``--model-kwargs``, ``--activation`` and ``--dataset``
