@@ -176,3 +176,20 @@ def test_cli_sensitivity_on_is_stated(mlp, tmp_path, capsys):
     assert "l2 scores (on the output)" in out
     assert json.loads((tmp_path / "p" / "summary.json").read_text())["sensitivity_on"] == "output"
     assert cli_sens(base + ["--sensitivity-on", "input", "--out", str(tmp_path / "x")]) == 2
+
+
+# ---- --train-quick learns DeiT-Tiny -------------------------------------------------------------------
+def test_train_quick_schedule_of_deit_tiny_has_warmup():
+    from lowbit.cli.source import QUICK, quick_settings
+    s = quick_settings("deit_tiny")
+    assert s["warmup_epochs"] >= 1 and s["lr"] < QUICK["lr"] and s["grad_clip"] == 1.0
+    assert quick_settings("cnn") == QUICK
+
+
+@pytest.mark.slow
+def test_train_quick_deit_tiny_learns_well_above_chance(splits, tmp_path):
+    from lowbit.cli.source import build_model, train_quick
+    torch.manual_seed(0)
+    model = build_model("deit_tiny", "digits", splits=splits)
+    res = train_quick(model, splits, epochs=3, seed=0, name="deit_tiny")
+    assert res["summary"]["final_test_acc"] > 0.3                           # chance 0.1; QUICK alone stays ~0.11
