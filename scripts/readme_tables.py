@@ -1,23 +1,26 @@
-"""The result tables in README.md, generated from fresh runs, and checked against them.
+"""The result tables in README.md and docs/, generated from fresh runs, and checked against them.
 
     python scripts/readme_tables.py            # regenerate every block from fresh runs; exit 1 on drift
     python scripts/readme_tables.py --write    # rewrite the blocks in README.md from fresh runs
     python scripts/readme_tables.py --main-results runs/default   # reuse a sweep of configs/default.yaml
 
-A block sits between ``<!-- generated: NAME ... -->`` and ``<!-- /generated: NAME -->`` in README.md:
+A block sits between ``<!-- generated: NAME ... -->`` and ``<!-- /generated: NAME -->`` in README.md
+or a docs/ page:
 
     main   the table ``lowbit run`` prints for the built-in default sweep (configs/default.yaml), less
            the time column (times are measured, not reproducible)
     ptq    ``lowbit ptq --train-quick --model cnn --dataset digits``: weights x fp32 activations, and
            int8 weights x A8/A4/A2
+    riscv  (docs/riscv-extension.md) cycles of the zoo cnn and mlp on RV32IMC and RV32IMC + Xlbmac
+           (benchmarks/riscv_cycles.py's measurement): exact for one RISC-V compiler and unicorn
 
 ``--write`` also redraws docs/images/accuracy_heatmap.png (README's figure) from the same main run.
 
-The first line of a block records the machine the numbers came from (CPU, its x86-64 level, cache
-sizes, torch threads, torch version): torch's CPU kernels (ATen, oneDNN) accumulate in an order that
+The first line of a block records what its numbers depend on: for main and ptq the machine (CPU, its x86-64 level, cache
+sizes, cores, torch version; torch's CPU kernels (ATen, oneDNN) accumulate in an order that
 depends on the vector ISA and blocking, so a run is bit-reproducible only on the same kind of
-machine. ``--check`` on another machine still regenerates, but reports the difference as expected
-(exit 0) unless ``--strict``.
+machine), for riscv the compiler and emulator versions. Where those differ, a difference is reported
+as expected (exit 0) unless ``--strict``.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import difflib
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 FIGURE = ROOT / "docs" / "images" / "accuracy_heatmap.png"   # redrawn by --write from the main run
 BLOCK = re.compile(r"<!-- generated: (\w+) (.*?) -->\n(.*?)<!-- /generated: \1 -->\n", re.S)
 
@@ -143,79 +148,144 @@ def ptq_block(folder: Path) -> str:
             f"change the numerics.\n")
 
 
-GENERATORS = {"main": main_block, "ptq": ptq_block}
+def toolchain() -> str:
+    """What the riscv block's counts depend on: the RISC-V compiler and the emulator."""
+    from importlib import metadata
+
+    from lowbit.export.c.build import RV_CC
+    cc = shutil.which(RV_CC)
+    ver = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()[0] if cc else "none"
+    try:
+        uc = metadata.version("unicorn")
+    except metadata.PackageNotFoundError:
+        uc = "none"
+    return f"toolchain: {ver}, unicorn {uc}"
 
 
-def fresh_blocks(main_results: Path | None, figure: Path | None = None) -> dict[str, str]:
-    """Every block from fresh runs; ``figure``: also redraw README's accuracy heatmap there."""
+def riscv_block() -> str:
+    import torch
+
+    from lowbit.cli.source import build_model, quick_model_kwargs
+    from lowbit.export.c.measure import measure_instructions
+    bits = (2, 4, 8)
+    rows, totals = [], []
+    for name in ("cnn", "mlp"):
+        torch.manual_seed(0)
+        m = build_model(name, "digits", quick_model_kwargs(name)).eval()
+        x = torch.randn(4, 1, 8, 8)
+        with tempfile.TemporaryDirectory() as d:
+            t = measure_instructions(m, x, x, d, bits)
+        for layer in t["rv32imc"].layers:
+            for prog, tab in t.items():
+                rows.append(f"| {name} {layer} | {prog} | " + " | ".join(f"{int(tab.cycles[layer][b]):,}" for b in bits) + " |")
+        tot = {p: {b: tab.fixed_cycles + sum(c[b] for c in tab.cycles.values()) for b in bits} for p, tab in t.items()}
+        totals.append(f"* {name}: " + ", ".join(f"int{b}: {tot['rv32imc'][b]:,.0f} -> {tot['rv32imc_xlbmac'][b]:,.0f} "
+                                               f"({tot['rv32imc'][b] / tot['rv32imc_xlbmac'][b]:.1f}x)" for b in bits))
+    head = "| model, layer | program | " + " | ".join(f"int{b} cycles" for b in bits) + " |\n|---|---|" + "---|" * len(bits)
+    return (head + "\n" + "\n".join(rows) + "\n\nWhole inference, cycles (rv32imc -> rv32imc_xlbmac, speed-up):\n\n"
+            + "\n".join(totals) + "\n")
+
+
+# name -> (the file holding it, what its numbers depend on)
+BLOCKS = {"main": (README, machine), "ptq": (README, machine), "riscv": (DOCS / "riscv-extension.md", toolchain)}
+GENERATORS = BLOCKS
+
+
+def fresh_blocks(main_results: Path | None, figure: Path | None = None, names=None) -> dict[str, str]:
+    """The blocks ``names`` (default all) from fresh runs; ``figure``: also redraw README's heatmap there."""
+    names = list(names or BLOCKS)
+    out = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        why = reusable(main_results) if main_results is not None else "none given"
-        if why:
-            if main_results is not None:
-                print(f"not reused: {why}", file=sys.stderr)
-            main_results = tmp / "default"
-            run_default(main_results)
-        run_ptq(tmp / "ptq")
-        if figure is not None:
-            from lowbit.experiments.store import load_tables
-            from lowbit.report.plots import accuracy_heatmap
-            accuracy_heatmap(load_tables(main_results)["runs"], figure)
-        return {"main": main_block(main_results), "ptq": ptq_block(tmp / "ptq")}
+        if "main" in names or figure is not None:
+            why = reusable(main_results) if main_results is not None else "none given"
+            if why:
+                if main_results is not None:
+                    print(f"not reused: {why}", file=sys.stderr)
+                main_results = tmp / "default"
+                run_default(main_results)
+            if figure is not None:
+                from lowbit.experiments.store import load_tables
+                from lowbit.report.plots import accuracy_heatmap
+                accuracy_heatmap(load_tables(main_results)["runs"], figure)
+            out["main"] = main_block(main_results)
+        if "ptq" in names:
+            run_ptq(tmp / "ptq")
+            out["ptq"] = ptq_block(tmp / "ptq")
+    if "riscv" in names:
+        out["riscv"] = riscv_block()
+    return {n: out[n] for n in names}
 
 
-def readme_blocks(text: str) -> dict[str, tuple[str, str]]:
-    """NAME -> (machine line, body) of every generated block in ``text``."""
+def file_blocks(text: str) -> dict[str, tuple[str, str]]:
+    """NAME -> (provenance line, body) of every generated block in ``text``."""
     return {m.group(1): (m.group(2), m.group(3)) for m in BLOCK.finditer(text)}
 
 
-def write(text: str, blocks: dict[str, str], where: str) -> str:
+readme_blocks = file_blocks
+
+
+def provenance(name: str) -> str:
+    return f"(python scripts/readme_tables.py; {BLOCKS[name][1]()})"
+
+
+def write(text: str, blocks: dict[str, str], wheres: dict[str, str]) -> str:
     def repl(m):
         name = m.group(1)
-        body = blocks.get(name, m.group(3))
-        return f"<!-- generated: {name} ({where}) -->\n{body}<!-- /generated: {name} -->\n"
+        if name not in blocks:
+            return m.group(0)
+        return f"<!-- generated: {name} {wheres[name]} -->\n{blocks[name]}<!-- /generated: {name} -->\n"
     return BLOCK.sub(repl, text)
 
 
-def compare(text: str, blocks: dict[str, str], here: str) -> list[str]:
-    """Differences between README's blocks and ``blocks`` (a list of messages; empty: none)."""
-    have, problems = readme_blocks(text), []
-    for name in GENERATORS:
+def compare(text: str, blocks: dict[str, str], wheres: dict[str, str], file: str = "README.md") -> list[str]:
+    """Differences between the blocks of ``text`` and ``blocks`` (messages; empty: none)."""
+    have, problems = file_blocks(text), []
+    for name, fresh in blocks.items():
         if name not in have:
-            problems.append(f"README.md has no generated block {name!r}")
+            problems.append(f"{file} has no generated block {name!r}")
             continue
         where, body = have[name]
-        if body != blocks[name]:
-            diff = "".join(difflib.unified_diff(body.splitlines(True), blocks[name].splitlines(True),
-                                                f"README.md ({name})", "fresh run"))
-            problems.append(f"block {name!r} ({where}) differs from a fresh run on this machine ({here}):\n{diff}")
+        if body != fresh:
+            diff = "".join(difflib.unified_diff(body.splitlines(True), fresh.splitlines(True),
+                                                f"{file} ({name})", "fresh run"))
+            problems.append(f"block {name!r} {where} differs from a fresh run here {wheres[name]}:\n{diff}")
     return problems
+
+
+def same_kind(text: str, wheres: dict[str, str]) -> bool:
+    """Every block of ``text`` that is in ``wheres`` was generated where its numbers depend on the same things."""
+    return all(w == wheres[n] for n, (w, _) in file_blocks(text).items() if n in wheres)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--write", action="store_true", help="rewrite README.md's blocks from fresh runs")
-    ap.add_argument("--strict", action="store_true", help="a difference on another kind of machine fails too")
+    ap.add_argument("--write", action="store_true", help="rewrite the blocks from fresh runs")
+    ap.add_argument("--strict", action="store_true", help="a difference where the numbers' dependencies differ fails too")
     ap.add_argument("--main-results", type=Path, help="a sweep of configs/default.yaml by this code to reuse")
+    ap.add_argument("--only", action="append", choices=list(BLOCKS), help="only these blocks (repeatable)")
     a = ap.parse_args(argv)
-    here = machine()
-    text = README.read_text()
-    blocks = fresh_blocks(a.main_results, FIGURE if a.write else None)
-    if a.write:
-        README.write_text(write(text, blocks, f"python scripts/readme_tables.py; {here}"))
-        print(f"README.md: {', '.join(blocks)} rewritten ({here})")
-        return 0
-    problems = compare(text, blocks, here)
-    same_kind = all(w.endswith(here + ")") or w.endswith(here) for w, _ in readme_blocks(text).values())
-    for p in problems:
-        print(p)
-    if not problems:
-        print(f"README.md: every generated block equals a fresh run ({here})")
-        return 0
-    if not same_kind and not a.strict:
-        print("(these numbers were generated on another kind of machine: a difference is expected)")
-        return 0
-    return 1
+    names = a.only or list(BLOCKS)
+    blocks = fresh_blocks(a.main_results, FIGURE if a.write and "main" in names else None, names)
+    wheres = {n: provenance(n) for n in names}
+    status = 0
+    for file in sorted({BLOCKS[n][0] for n in names}):
+        mine = {n: b for n, b in blocks.items() if BLOCKS[n][0] == file}
+        text, rel = file.read_text(), file.relative_to(ROOT)
+        if a.write:
+            file.write_text(write(text, mine, wheres))
+            print(f"{rel}: {', '.join(mine)} rewritten")
+            continue
+        problems = compare(text, mine, wheres, str(rel))
+        for msg in problems:
+            print(msg)
+        if not problems:
+            print(f"{rel}: {', '.join(mine)} equal a fresh run")
+        elif same_kind(text, wheres) or a.strict:
+            status = 1
+        else:
+            print(f"({rel}: generated where the numbers depend on other versions or hardware: a difference is expected)")
+    return status
 
 
 if __name__ == "__main__":
