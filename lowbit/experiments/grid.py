@@ -19,6 +19,7 @@ from lowbit.train import TrainConfig
 
 FP32 = "fp32"
 NOT_HASHED = ("sweep", "quant_backend")
+QUANT_OPTIONS = {"keep_first_last": False, "learn_weight": None, "learn_act": None}  # hashed unless default
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     sweep: str = ""
     quant_backend: str = "auto"
+    keep_first_last: bool = False
+    learn_weight: str | None = None
+    learn_act: str | None = None
 
     @property
     def seed(self) -> int:
@@ -66,6 +70,9 @@ class RunSpec:
         canon = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
         if canon["data"].get("on_bad_file") == "skip":  # the default: ids of older sweeps stay
             canon["data"] = {k: v for k, v in canon["data"].items() if k != "on_bad_file"}
+        for key, default in QUANT_OPTIONS.items():  # at their defaults: ids of older sweeps stay
+            if canon.get(key) == default:
+                del canon[key]
         text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -84,8 +91,9 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
         prec = resolve_precision(prec)
         if soft == SOFTMAX_SAME:
             soft = None if prec == FP32 else prec
+        options = {} if prec == FP32 else {k: getattr(cfg, k) for k in QUANT_OPTIONS}
         spec = RunSpec(model=model, activation=act, dataset=dataset, precision=prec,
-                       softmax_precision=soft, quantize=() if prec == FP32 else tuple(targets),
+                       softmax_precision=soft, quantize=() if prec == FP32 else tuple(targets), **options,
                        train=cfg.train_config(seed=seed, augmentation=aug),
                        model_kwargs=dict(cfg.model_kwargs.get(model, {})), data=cfg.data,
                        sweep=cfg.name, quant_backend=cfg.quant_backend)
@@ -110,6 +118,8 @@ def flatten(spec: RunSpec) -> dict:
                 else value
     row["model_kwargs"] = json.dumps(spec.model_kwargs, sort_keys=True)
     row["quant_backend"] = spec.quant_backend
+    for key in QUANT_OPTIONS:
+        row[key] = getattr(spec, key)
     for f in dataclasses.fields(DataConfig):
         row[f"data_{f.name}"] = getattr(spec.data, f.name)
     return row

@@ -54,7 +54,8 @@ def build_run_model(spec: RunSpec, splits):
     model = create_model(spec.model, num_classes=splits.num_classes, in_chans=splits.in_chans,
                          img_size=splits.img_size, act=spec.activation, **spec.model_kwargs)
     shape = (1, splits.in_chans, splits.img_size, splits.img_size)
-    return (model, *apply_precision(model, spec.precision, spec.quantize, spec.softmax_precision, shape))
+    return (model, *apply_precision(model, spec.precision, spec.quantize, spec.softmax_precision, shape,
+                                    spec.keep_first_last, spec.learn_weight, spec.learn_act))
 
 
 def _die_with_parent() -> None:
