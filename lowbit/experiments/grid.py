@@ -70,6 +70,8 @@ class RunSpec:
         canon = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
         if canon["data"].get("on_bad_file") == "skip":  # the default: ids of older sweeps stay
             canon["data"] = {k: v for k, v in canon["data"].items() if k != "on_bad_file"}
+        if canon["train"]["optimizer"] != "sgd":  # nesterov only acts on SGD: hash it as the old
+            canon["train"]["nesterov"] = True    # default True, so ids of older AdamW sweeps stay
         for key, default in QUANT_OPTIONS.items():  # at their defaults: ids of older sweeps stay
             if canon.get(key) == default:
                 del canon[key]

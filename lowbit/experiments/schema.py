@@ -112,7 +112,7 @@ class SweepConfig:
     optimizer: str = "adamw"
     lr: float = 1e-3
     momentum: float = 0.9
-    nesterov: bool = True
+    nesterov: bool = False     # SGD: plain momentum unless true
     weight_decay: float = 0.01
     label_smoothing: float = 0.0
     warmup_epochs: float = 0.0
