@@ -31,7 +31,8 @@ def add_parser(sub):
                    help="mirror each finished run's config and epoch metrics into a tracker "
                    "under the output directory (needs that package; wandb runs offline)")
     p.add_argument("--out", help="output directory (overrides out_dir; default runs/<name>)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--dry-run", action="store_true", help="list the runs (every setting that "
+                   "differs between them) and exit, writing nothing")
     p.add_argument("--no-report", action="store_true", help="skip plots and HTML at the end")
     p.add_argument("-q", "--quiet", action="store_true", help="print only finished runs")
     return p
@@ -39,16 +40,16 @@ def add_parser(sub):
 
 def run(args) -> int:
     from lowbit.cli.common import check_out
-    from lowbit.experiments import load_sweep, prepare, run_sweep
+    from lowbit.experiments import load_sweep, run_sweep
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"-j/--jobs: expected an int >= 1, got {args.jobs}")
     if args.out:
         check_out(args.out)
     cfg = load_sweep(args.config, list(args.overrides) + ([f"out_dir={args.out}"] if args.out else []))
-    if args.dry_run:
-        for spec in prepare(cfg):
-            print(spec.run_id, spec.label, spec.dataset, f"seed={spec.seed}")
+    if args.dry_run:  # lists the runs; writes nothing (no sweep.yaml, no run folders)
+        from lowbit.experiments.grid import describe, expand
+        print("\n".join(describe(expand(cfg))))
         return 0
     t0 = time.perf_counter()
     on_result = None

@@ -103,6 +103,28 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
     return list(runs.values())
 
 
+DERIVED = ("sweep", "run_id", "precision_format", "precision_bits")  # not axes of their own
+
+
+def describe(specs: list[RunSpec]) -> list[str]:
+    """One line per run: id, ``model/activation/precision[/sm:...]``, dataset, then ``key=value`` for
+    every other setting that differs between the runs (quantize target, augmentation, seed, a train
+    option...), so no two lines look alike (``lowbit run --dry-run``)."""
+    rows = [flatten(s) for s in specs]
+    shown = {"model", "activation", "precision", "softmax_precision", "dataset", *DERIVED}
+    def differs(k):  # model_kwargs count only where they differ for one model
+        by = (lambda r: r["model"]) if k == "model_kwargs" else (lambda r: "")
+        seen: dict = {}
+        for r in rows:
+            seen.setdefault(by(r), set()).add(json.dumps(r[k], sort_keys=True, default=str))
+        return any(len(v) > 1 for v in seen.values())
+    keys = [k for k in (rows[0] if rows else {}) if k not in shown and differs(k)]
+    if "seed" not in keys:
+        keys.append("seed")
+    return [" ".join([s.run_id, s.label, s.dataset] + [f"{k}={r[k]}" for k in keys])
+            for s, r in zip(specs, rows)]
+
+
 def flatten(spec: RunSpec) -> dict:
     """The run's config as flat columns (kwargs as JSON text) for a results row."""
     t = spec.train
