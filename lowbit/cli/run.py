@@ -1,11 +1,14 @@
 """``lowbit run``: run a sweep from a YAML file (or the built-in default), then report.
 
 Exit codes: 0 every run finished (completed, early_stopped or diverged); 1 some run failed;
-2 invalid config or arguments (one line on stderr, no traceback); 130 interrupted (re-run the
-same command to resume).
+2 invalid config or arguments (one line on stderr, no traceback); 130 interrupted by SIGINT, 143 by
+SIGTERM (re-run the same command to resume). Either signal stops the run processes at once (they
+leave no result; finished runs and checkpoints stay), and with them the forkserver.
 """
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import time
 
@@ -57,12 +60,13 @@ def run(args) -> int:
         from lowbit.experiments.tracking import make_logger
         on_result = make_logger(args.log, cfg.results_dir)
     try:
-        runs = run_sweep(cfg, jobs=args.jobs, quiet=args.quiet, executor=args.executor,
-                         address=args.address, on_result=on_result)
+        with _sigterm_interrupts() as got:
+            runs = run_sweep(cfg, jobs=args.jobs, quiet=args.quiet, executor=args.executor,
+                             address=args.address, on_result=on_result)
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are saved; run the same command again to resume",
               file=sys.stderr)
-        return 130
+        return 143 if got else 130
     from lowbit.report import build_report, terminal_summary
     out = cfg.results_dir
     print(terminal_summary(runs))
@@ -73,6 +77,27 @@ def run(args) -> int:
     if failed:
         print(f"{failed} run(s) failed; see runs/<id>/log.txt", file=sys.stderr)
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt (as SIGINT does), so the executor stops its children instead
+    of this process vanishing and leaving them to train on. Yields a list that holds the signal once
+    one came."""
+    got: list = []
+
+    def handler(signum, frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield got
+        return
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def main(argv=None) -> int:

@@ -69,15 +69,39 @@ def _die_with_parent() -> None:
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether process ``pid`` still runs (a zombie, killed but not yet reaped, does not)."""
     if pid is None:
         return True
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+WATCH_S = 0.25  # how often a run's child checks that its sweep process still runs
+
+
+def watch_sweep(sweep_pid: int | None, period: float = WATCH_S) -> None:
+    """Interrupt this process's main thread (KeyboardInterrupt) as soon as ``sweep_pid`` is gone, so a
+    killed sweep (even by SIGKILL) stops its runs within ``period`` seconds, not at the end of an epoch.
+    The run writes no result and resumes from its checkpoint next time."""
+    if sweep_pid is None:
+        return
+    import _thread
+    import threading
+
+    def watch() -> None:
+        while _alive(sweep_pid):
+            time.sleep(period)
+        _thread.interrupt_main()
+    threading.Thread(target=watch, name="lowbit-watch-sweep", daemon=True).start()
 
 
 def execute(spec_dict: dict, run_dir: str, threads: int = 1, events=None,
@@ -164,6 +188,7 @@ def child_main(spec_dict, run_dir, threads, events, sweep_pid, since=None) -> No
     """Entry point of the child process (see :func:`execute`); exit code :data:`EXIT_CLAIMED`
     when the run was claimed elsewhere."""
     _die_with_parent()
+    watch_sweep(sweep_pid)
     try:
         status = execute(spec_dict, run_dir, threads, events, sweep_pid, since=since)
     except KeyboardInterrupt:
