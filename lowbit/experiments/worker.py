@@ -22,6 +22,7 @@ from lowbit.experiments import store
 from lowbit.experiments.claim import CLAIMED, EXIT_CLAIMED, try_claim
 from lowbit.experiments.env import code_version, environment
 from lowbit.experiments.grid import RunSpec, flatten
+from lowbit.experiments.memory import step_peak_bytes
 from lowbit.experiments.precision import apply_precision
 from lowbit.models import create_model
 from lowbit.ops.backend import backend
@@ -56,6 +57,18 @@ def build_run_model(spec: RunSpec, splits):
     shape = (1, splits.in_chans, splits.img_size, splits.img_size)
     return (model, *apply_precision(model, spec.precision, spec.quantize, spec.softmax_precision, shape,
                                     spec.keep_first_last, spec.learn_weight, spec.learn_act))
+
+
+def allocation_columns(model, splits, spec: RunSpec, device) -> dict:
+    """``alloc_peak_mb``: the tensor bytes one training step of the run's model allocates at its peak
+    (:mod:`lowbit.experiments.memory`), next to the estimated ``footprint_*``; on CUDA the training
+    loop's ``peak_mem_mb`` is the allocator's peak already, so nothing is added there."""
+    if device.type != "cpu":
+        return {}
+    from lowbit.data import normalize
+    n = min(spec.train.batch_size, len(splits.train))
+    x = normalize(splits.train.x[:n].float(), splits.mean, splits.std)
+    return {"alloc_peak_mb": step_peak_bytes(model, x, splits.train.y[:n].long()) / 2 ** 20}
 
 
 def _die_with_parent() -> None:
@@ -149,6 +162,7 @@ def _execute(spec_dict: dict, run_dir: Path, threads: int, events, sweep_pid, re
         result["env"] = {**code_version(), **environment(str(device))}
         splits = load_run_data(spec)
         model, assignment, footprint, fp_full = build_run_model(spec, splits)
+        footprint = {**footprint, **allocation_columns(model, splits, spec, device)}
         store.write_json(run_dir / "assignment.json", assignment)
         store.write_json(run_dir / "footprint.json", fp_full)
         send(("start", spec.run_id, spec.train.epochs))

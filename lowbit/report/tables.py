@@ -143,6 +143,10 @@ def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
         out["weights_kib"] = df["footprint_weight_bytes"] / 1024
     if "footprint_compression" in df:
         out["compression_x"] = df["footprint_compression"]
+    if "footprint_activation_bytes" in df:
+        out["activations_kib_est"] = df["footprint_activation_bytes"] / 1024
+    if "alloc_peak_mb" in df:   # measured: tensors one training step allocates, at the peak
+        out["alloc_peak_mib"] = df["alloc_peak_mb"]
     out["time_s"] = df["total_time_s"]
     return out.reset_index(drop=True)
 
@@ -173,6 +177,8 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         "Throughput (samples/s)": df["mean_throughput"].map("{:.0f}".format),
         "Peak memory (MiB)": df["peak_mem_mb"].map("{:.0f}".format),
     }
+    if "alloc_peak_mb" in df:  # what one training step allocates (tensors), not the process RSS
+        rows["Allocated per step, peak (MiB)"] = df["alloc_peak_mb"].map("{:.2f}".format)
     if "footprint_weight_bytes" in df:
         rows["Weight footprint (KiB)"] = (df["footprint_weight_bytes"] / 1024).map("{:.1f}".format)
     if "footprint_compression" in df:
