@@ -151,6 +151,7 @@ def accuracy_heatmap(runs: pd.DataFrame, path: Path) -> Path | None:
         ax.set_title(name or "Accuracy by precision", fontsize=9)
     fig.colorbar(im, ax=axes[:len(parts)], label="test accuracy (%)", shrink=0.6)
     if len(parts) > 1:
+        fig.subplots_adjust(hspace=0.55, wspace=0.45, right=0.85)
         fig.suptitle("Accuracy by precision (test accuracy %, one panel per model)", fontsize=10)
     return _save(fig, path, tight=False)
 
