@@ -143,10 +143,6 @@ def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
         out["weights_kib"] = df["footprint_weight_bytes"] / 1024
     if "footprint_compression" in df:
         out["compression_x"] = df["footprint_compression"]
-    if "footprint_activation_bytes" in df:
-        out["activations_kib_est"] = df["footprint_activation_bytes"] / 1024
-    if "alloc_peak_mb" in df:   # measured: tensors one training step allocates, at the peak
-        out["alloc_peak_mib"] = df["alloc_peak_mb"]
     out["time_s"] = df["total_time_s"]
     return out.reset_index(drop=True)
 
