@@ -68,7 +68,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
-    nesterov: bool = True
+    nesterov: bool = False      # plain momentum (torch's default, the MobileNet study's SGD)
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     warmup_epochs: float = 0.0

@@ -24,6 +24,7 @@ from lowbit.train import TrainConfig
 
 FP32 = "fp32"
 NOT_HASHED = ("sweep", "quant_backend")
+QUANT_OPTIONS = {"keep_first_last": False, "learn_weight": None, "learn_act": None}  # hashed unless default
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class RunSpec:
     quant_backend: str = "auto"
     threads: int = DEFAULT_THREADS
     world_size: int = 1  # data-parallel ranks (lowbit.experiments.ddp); 1: one process
+    keep_first_last: bool = False
+    learn_weight: str | None = None
+    learn_act: str | None = None
 
     @property
     def seed(self) -> int:
@@ -84,6 +88,11 @@ def _digest(spec: RunSpec, skip: tuple[str, ...]) -> str:
         del canon["world_size"]
     if canon["data"].get("on_bad_file") == "skip":  # the default: ids of older sweeps stay
         canon["data"] = {k: v for k, v in canon["data"].items() if k != "on_bad_file"}
+    if canon["train"]["optimizer"] != "sgd":  # nesterov only acts on SGD: hash it as the old
+        canon["train"]["nesterov"] = True    # default True, so ids of older AdamW sweeps stay
+    for key, default in QUANT_OPTIONS.items():  # at their defaults: ids of older sweeps stay
+        if canon.get(key) == default:
+            del canon[key]
     text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -105,14 +114,37 @@ def expand(cfg: SweepConfig, world_size: int = 1) -> list[RunSpec]:
         prec = resolve_precision(prec)
         if soft == SOFTMAX_SAME:
             soft = None if prec == FP32 else prec
+        options = {} if prec == FP32 else {k: getattr(cfg, k) for k in QUANT_OPTIONS}
         spec = RunSpec(model=model, activation=act, dataset=dataset, precision=prec,
-                       softmax_precision=soft, quantize=() if prec == FP32 else tuple(targets),
+                       softmax_precision=soft, quantize=() if prec == FP32 else tuple(targets), **options,
                        train=cfg.train_config(seed=seed, augmentation=aug),
                        model_kwargs=dict(cfg.model_kwargs.get(model, {})), data=cfg.data,
                        sweep=cfg.name, quant_backend=cfg.quant_backend, threads=cfg.threads,
                        world_size=world_size)
         runs.setdefault(spec.run_id, spec)
     return list(runs.values())
+
+
+DERIVED = ("sweep", "run_id", "precision_format", "precision_bits")  # not axes of their own
+
+
+def describe(specs: list[RunSpec]) -> list[str]:
+    """One line per run: id, ``model/activation/precision[/sm:...]``, dataset, then ``key=value`` for
+    every other setting that differs between the runs (quantize target, augmentation, seed, a train
+    option...), so no two lines look alike (``lowbit run --dry-run``)."""
+    rows = [flatten(s) for s in specs]
+    shown = {"model", "activation", "precision", "softmax_precision", "dataset", *DERIVED}
+    def differs(k):  # model_kwargs count only where they differ for one model
+        by = (lambda r: r["model"]) if k == "model_kwargs" else (lambda r: "")
+        seen: dict = {}
+        for r in rows:
+            seen.setdefault(by(r), set()).add(json.dumps(r[k], sort_keys=True, default=str))
+        return any(len(v) > 1 for v in seen.values())
+    keys = [k for k in (rows[0] if rows else {}) if k not in shown and differs(k)]
+    if "seed" not in keys:
+        keys.append("seed")
+    return [" ".join([s.run_id, s.label, s.dataset] + [f"{k}={r[k]}" for k in keys])
+            for s, r in zip(specs, rows)]
 
 
 def flatten(spec: RunSpec) -> dict:
@@ -134,6 +166,8 @@ def flatten(spec: RunSpec) -> dict:
     row["quant_backend"] = spec.quant_backend
     row["threads"] = spec.threads
     row["world_size"] = spec.world_size
+    for key in QUANT_OPTIONS:
+        row[key] = getattr(spec, key)
     for f in dataclasses.fields(DataConfig):
         row[f"data_{f.name}"] = getattr(spec.data, f.name)
     return row

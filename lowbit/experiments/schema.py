@@ -35,6 +35,10 @@ try:  # every target lowbit.nn's recipe_for_precision understands
     from lowbit.nn.presets import TARGETS as ALL_TARGETS
 except ImportError:
     ALL_TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
+try:
+    from lowbit.nn.specs import LEARN_ACT, LEARN_WEIGHT
+except ImportError:
+    LEARN_WEIGHT, LEARN_ACT = ("lsq", "codebook"), ("lsq", "codebook")
 SOFTMAX_SAME = "same"  # softmax in the run's own precision
 DEFAULT_THREADS = 1  # torch threads per run unless the config says otherwise (never the executor's)
 RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.experiments.executors)
@@ -112,7 +116,7 @@ class SweepConfig:
     optimizer: str = "adamw"
     lr: float = 1e-3
     momentum: float = 0.9
-    nesterov: bool = True
+    nesterov: bool = False     # SGD: plain momentum unless true
     weight_decay: float = 0.01
     label_smoothing: float = 0.0
     warmup_epochs: float = 0.0
@@ -123,6 +127,9 @@ class SweepConfig:
     eval_batch_size: int = 512
     quant_backend: str = "auto"
     threads: int = DEFAULT_THREADS
+    keep_first_last: bool = False
+    learn_weight: str | None = None
+    learn_act: str | None = None
     augmentation_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
@@ -210,6 +217,10 @@ def validate_names(cfg: SweepConfig) -> None:
     for i, targets in enumerate(cfg.quantize):
         for name in targets:
             _choice(f"quantize[{i}]", name, list(ALL_TARGETS), "quantize target")
+    for key, allowed in (("learn_weight", LEARN_WEIGHT), ("learn_act", LEARN_ACT)):
+        value = getattr(cfg, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}: unknown learnable quantizer {value!r}; allowed: null, {', '.join(allowed)}")
     for name in cfg.model_kwargs:
         _choice("model_kwargs", name, list_models(), "model")
         _check_model_kwargs(name, cfg.model_kwargs[name])

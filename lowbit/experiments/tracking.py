@@ -4,6 +4,7 @@
     lowbit run CONFIG --log mlflow             # <out_dir>/mlflow.db (MLflow, SQLite)
     lowbit run CONFIG --log wandb              # offline: <out_dir>/wandb (wandb sync later)
     mirror_sweep("runs/demo", "tensorboard")   # backfill a finished sweep
+    lowbit ptq ... --log mlflow                # PTQ: one tracker run per W x A row (log_ptq)
 
 The results store stays the record; a tracker gets a copy. The sweep driver calls the tracker
 when a run's ``result.json`` is written (local and Ray executors alike), so workers and cluster
@@ -176,3 +177,26 @@ def mirror_sweep(out_dir: str | Path, kind: str) -> int:
             log(result)
             n += 1
     return n - log.close()
+
+
+def ptq_results(rows: list[dict], sweep: str = "ptq") -> list[dict]:
+    """PTQ rows (``lowbit.ptq``: weights, acts, acc, drop, ratio, sizes...) as results the loggers take:
+    one tracker run per W x A row, named ``ptq-<W>x<A>``, whose parameters are the row's text fields
+    and whose summary holds its numbers, so a tracker's parallel-coordinates view of the runs is the
+    W x A sweep (the MobileNet study's plot)."""
+    out = []
+    for row in rows:
+        config = {"sweep": sweep, **{k: v for k, v in row.items() if not _numbers({k: v})},
+                  "W": str(row.get("weights")), "A": str(row.get("acts"))}
+        out.append({"run_id": f"ptq-{row.get('weights')}x{row.get('acts')}", "config": config,
+                    "status": "completed", "epochs": [], "summary": _numbers(row)})
+    return out
+
+
+def log_ptq(rows: list[dict], kind: str, out_dir: str | Path, sweep: str = "ptq") -> int:
+    """Mirror a ``lowbit ptq`` table into tracker ``kind`` under ``out_dir``; returns the runs logged."""
+    log = make_logger(kind, out_dir)
+    results = ptq_results(rows, sweep)
+    for result in results:
+        log(result)
+    return len(results) - log.close()

@@ -22,6 +22,7 @@ from lowbit.experiments import store
 from lowbit.experiments.claim import CLAIMED, EXIT_CLAIMED, try_claim
 from lowbit.experiments.env import code_version, environment
 from lowbit.experiments.grid import RunSpec, flatten
+from lowbit.experiments.memory import step_peak_bytes
 from lowbit.experiments.precision import apply_precision
 from lowbit.models import create_model
 from lowbit.ops.backend import backend
@@ -54,7 +55,20 @@ def build_run_model(spec: RunSpec, splits):
     model = create_model(spec.model, num_classes=splits.num_classes, in_chans=splits.in_chans,
                          img_size=splits.img_size, act=spec.activation, **spec.model_kwargs)
     shape = (1, splits.in_chans, splits.img_size, splits.img_size)
-    return (model, *apply_precision(model, spec.precision, spec.quantize, spec.softmax_precision, shape))
+    return (model, *apply_precision(model, spec.precision, spec.quantize, spec.softmax_precision, shape,
+                                    spec.keep_first_last, spec.learn_weight, spec.learn_act))
+
+
+def allocation_columns(model, splits, spec: RunSpec, device) -> dict:
+    """``alloc_peak_mb``: the tensor bytes one training step of the run's model allocates at its peak
+    (:mod:`lowbit.experiments.memory`), next to the estimated ``footprint_*``; on CUDA the training
+    loop's ``peak_mem_mb`` is the allocator's peak already, so nothing is added there."""
+    if device.type != "cpu":
+        return {}
+    from lowbit.data import normalize
+    n = min(spec.train.batch_size, len(splits.train))
+    x = normalize(splits.train.x[:n].float(), splits.mean, splits.std)
+    return {"alloc_peak_mb": step_peak_bytes(model, x, splits.train.y[:n].long()) / 2 ** 20}
 
 
 def _die_with_parent() -> None:
@@ -68,15 +82,39 @@ def _die_with_parent() -> None:
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether process ``pid`` still runs (a zombie, killed but not yet reaped, does not)."""
     if pid is None:
         return True
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+WATCH_S = 0.25  # how often a run's child checks that its sweep process still runs
+
+
+def watch_sweep(sweep_pid: int | None, period: float = WATCH_S) -> None:
+    """Interrupt this process's main thread (KeyboardInterrupt) as soon as ``sweep_pid`` is gone, so a
+    killed sweep (even by SIGKILL) stops its runs within ``period`` seconds, not at the end of an epoch.
+    The run writes no result and resumes from its checkpoint next time."""
+    if sweep_pid is None:
+        return
+    import _thread
+    import threading
+
+    def watch() -> None:
+        while _alive(sweep_pid):
+            time.sleep(period)
+        _thread.interrupt_main()
+    threading.Thread(target=watch, name="lowbit-watch-sweep", daemon=True).start()
 
 
 def execute(spec_dict: dict, run_dir: str, events=None, sweep_pid: int | None = None,
@@ -126,6 +164,7 @@ def _execute(spec_dict: dict, run_dir: Path, events, sweep_pid, redirect) -> str
         result["env"] = {**code_version(), **environment(str(device))}
         splits = load_run_data(spec)
         model, assignment, footprint, fp_full = build_run_model(spec, splits)
+        footprint = {**footprint, **allocation_columns(model, splits, spec, device)}
         store.write_json(run_dir / "assignment.json", assignment)
         store.write_json(run_dir / "footprint.json", fp_full)
         send(("start", spec.run_id, spec.train.epochs))
@@ -165,6 +204,7 @@ def child_main(spec_dict, run_dir, events, sweep_pid, since=None) -> None:
     """Entry point of the child process (see :func:`execute`); exit code :data:`EXIT_CLAIMED`
     when the run was claimed elsewhere."""
     _die_with_parent()
+    watch_sweep(sweep_pid)
     try:
         status = execute(spec_dict, run_dir, events, sweep_pid, since=since)
     except KeyboardInterrupt:

@@ -173,6 +173,8 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         "Throughput (samples/s)": df["mean_throughput"].map("{:.0f}".format),
         "Peak memory (MiB)": df["peak_mem_mb"].map("{:.0f}".format),
     }
+    if "alloc_peak_mb" in df:  # what one training step allocates (tensors), not the process RSS
+        rows["Allocated per step, peak (MiB)"] = df["alloc_peak_mb"].map("{:.2f}".format)
     if "footprint_weight_bytes" in df:
         rows["Weight footprint (KiB)"] = (df["footprint_weight_bytes"] / 1024).map("{:.1f}".format)
     if "footprint_compression" in df:

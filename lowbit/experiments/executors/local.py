@@ -99,11 +99,36 @@ class LocalExecutor(Executor):
                     progress.end(run_id, spec.label, result["status"], describe_result(result))
                     finished(result)
         except BaseException:
-            for proc, _ in active.values():
-                proc.terminate()
-            for proc, _ in active.values():
-                proc.join(5)
+            _stop(active)
             raise
+
+
+def _stop(active: dict) -> None:
+    """Interrupted: SIGTERM every running child, SIGKILL those still there after 5 s. Once they are
+    gone the forkserver exits too (it lives while any process holds its alive pipe: this one and the
+    children)."""
+    for proc, _ in active.values():
+        proc.terminate()
+    deadline = time.monotonic() + 5
+    for proc, _ in active.values():
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1)
+    if not any(proc.is_alive() for proc, _ in active.values()):
+        _stop_forkserver()
+
+
+def _stop_forkserver() -> None:
+    """Close our end of the forkserver's alive pipe and reap it now, rather than at interpreter exit
+    (CPython's ``ForkServer._stop``; a no-op where it is missing or no forkserver runs)."""
+    try:
+        from multiprocessing import forkserver
+        stop = getattr(forkserver._forkserver, "_stop", None)
+        if stop is not None and getattr(forkserver._forkserver, "_forkserver_pid", None):
+            stop()
+    except (OSError, AttributeError, ChildProcessError):
+        pass
 
 
 def _wait_for(spec: RunSpec, who: str, waiting: dict, progress: Progress) -> None:
