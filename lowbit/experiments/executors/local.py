@@ -120,12 +120,20 @@ def _stop(active: dict) -> None:
 
 
 def _stop_forkserver() -> None:
-    """Close our end of the forkserver's alive pipe and reap it now, rather than at interpreter exit
-    (CPython's ``ForkServer._stop``; a no-op where it is missing or no forkserver runs)."""
+    """Stop the forkserver now, rather than at interpreter exit, and reap it (CPython's
+    ``ForkServer._stop``; a no-op where it is missing or no forkserver runs). It has no child left
+    and holds nothing to save, so it gets SIGTERM first: left to exit by itself when its alive pipe
+    closes, it runs torch's interpreter shutdown (measured 1.4 s)."""
     try:
         from multiprocessing import forkserver
-        stop = getattr(forkserver._forkserver, "_stop", None)
-        if stop is not None and getattr(forkserver._forkserver, "_forkserver_pid", None):
+        server = forkserver._forkserver
+        stop = getattr(server, "_stop", None)
+        pid = getattr(server, "_forkserver_pid", None)
+        if stop is not None and pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             stop()
     except (OSError, AttributeError, ChildProcessError):
         pass
