@@ -34,7 +34,6 @@ import math
 import os
 import resource
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -43,11 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowbit.checkpoint import read as read_checkpoint
 from lowbit.data import get_augmentation, iterate_batches, normalize, num_batches
+from lowbit.train_amp import AMP_MODES, amp_dtype, dtype_name, make_scaler
+from lowbit.train_checkpoint import checkpoint_state, resume_or_quarantine, save_atomic
+from lowbit.train_usage import UsageSampler
 
 OPTIMIZERS = ("sgd", "adamw")
-AMP_MODES = ("off", "auto", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 TERMINAL = ("completed", "early_stopped", "diverged")
 
@@ -56,9 +56,8 @@ TERMINAL = ("completed", "early_stopped", "diverged")
 class TrainConfig:
     """Everything :func:`train` needs besides the model and the data.
 
-    ``amp``: "off"; "bf16"/"fp16" autocast in that dtype where the device supports it (CPU
-    autocasts in bf16 only, so "fp16" on CPU runs in bf16 and the run records ``amp_dtype``);
-    "auto" is fp16 on CUDA and off on CPU. ``device``: "auto" picks CUDA when available.
+    ``amp``: "off"; "bf16"/"fp16" autocast in that dtype on CPU and CUDA (fp16 with loss
+    scaling; :mod:`lowbit.train_amp`); "auto" is fp16 on CUDA and off on CPU. ``device``: "auto" picks CUDA when available.
     ``augmentation_kwargs`` go to the preset's builder (e.g. ``flip=False`` for digits); the
     identity preset "none" ignores them.
     """
@@ -117,17 +116,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` on ``device`` (None = no autocast); see TrainConfig."""
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if device.type == "cuda":
-        if mode == "bf16" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16
-    return torch.bfloat16  # CPU autocast: bf16 is the supported fast path
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512, *,
              mean=None, std=None, device=None, dtype: torch.dtype | None = None
@@ -168,85 +156,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                            nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
-class UsageSampler:
-    """CPU / RAM / GPU utilisation, sampled once per epoch (psutil if installed, else /proc).
-
-    ``cpu_util_pct``: whole machine, 0-100 over all cores since the previous sample;
-    ``proc_cpu_pct``: this process, top-style (100 = one core busy); ``ram_used_pct``: machine
-    memory in use; ``rss_mb``: this process; ``gpu_util_pct``: NVML, only with pynvml and CUDA.
-    """
-
-    def __init__(self, device: torch.device):
-        self._wall, self._proc, self._stat = time.perf_counter(), time.process_time(), _cpu_times()
-        self._nvml = _nvml_handle() if device.type == "cuda" else None
-
-    def sample(self) -> dict[str, float | None]:
-        wall, proc, stat = time.perf_counter(), time.process_time(), _cpu_times()
-        busy = (stat[0] - self._stat[0]) / max(stat[1] - self._stat[1], 1e-9) if stat else None
-        out = {"cpu_util_pct": None if busy is None else 100.0 * busy,
-               "proc_cpu_pct": 100.0 * (proc - self._proc) / max(wall - self._wall, 1e-9),
-               "ram_used_pct": _ram_used_pct(), "rss_mb": _rss_mb(), "gpu_util_pct": None}
-        if self._nvml is not None:
-            import pynvml
-            out["gpu_util_pct"] = float(pynvml.nvmlDeviceGetUtilizationRates(self._nvml).gpu)
-        self._wall, self._proc, self._stat = wall, proc, stat
-        return out
-
-
-def _cpu_times() -> tuple[float, float] | None:
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            vals = [float(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return None
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
-    return sum(vals) - idle, sum(vals)
-
-
-def _ram_used_pct() -> float | None:
-    try:
-        import psutil
-        return float(psutil.virtual_memory().percent)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: float(line.split()[1]) for line in f}
-        return 100.0 * (1 - info["MemAvailable"] / info["MemTotal"])
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return None
-
-
-def _nvml_handle():
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-    except Exception:  # pynvml absent or no driver: GPU utilisation is simply not recorded
-        return None
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """CUDA peak allocated on a GPU, else this process's peak RSS (``ru_maxrss``, KiB on Linux)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """``torch.save`` to ``path.tmp``, then ``os.replace``: a reader never sees a partial file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def summarize(history: list[dict], status: str) -> dict:
@@ -309,16 +223,16 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
     dtype = amp_dtype(cfg.amp, device)
     model.to(device)
     opt, sched, gen = setup_optimization(model, cfg, len(splits.train))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    scaler = make_scaler(device, dtype)
     state = {"epoch": 0, "history": [], "best_val_acc": -1.0, "bad_epochs": 0, "status": "running"}
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         if ckpt_path.exists():
-            resumed = _resume_or_quarantine(ckpt_path, model, opt, sched, scaler, gen, device)
+            resumed = resume_or_quarantine(ckpt_path, model, opt, sched, scaler, gen, device)
             if resumed is None:  # damaged checkpoint moved aside: start from scratch
                 opt, sched, gen = setup_optimization(model, cfg, len(splits.train))
-                scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+                scaler = make_scaler(device, dtype)
             else:
                 state = resumed
     if state["status"] in TERMINAL:
@@ -365,7 +279,7 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
         elif epoch == cfg.epochs:
             state["status"] = "completed"
         if ckpt_path is not None:
-            save_atomic(_checkpoint(model, opt, sched, scaler, gen, device, state), ckpt_path)
+            save_atomic(checkpoint_state(model, opt, sched, scaler, gen, device, state), ckpt_path)
         if on_epoch is not None:
             on_epoch(row)
         if state["status"] in TERMINAL:
@@ -413,52 +327,8 @@ def _train_epoch(model, batches, splits, cfg: TrainConfig, opt, sched, scaler, d
     return loss_sum / max(seen, 1), correct / max(seen, 1), seen
 
 
-def _resume_or_quarantine(path: Path, model, opt, sched, scaler, gen, device) -> dict | None:
-    """:func:`_resume`; a checkpoint that cannot be resumed (empty, corrupt, code, not a lowbit.train
-    checkpoint of this model) is renamed to ``checkpoint.pt.damaged-<time>`` with a warning naming
-    both files, the model and torch's RNG are put back as they were, and None is returned."""
-    model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    try:
-        return _resume(path, model, opt, sched, scaler, gen, device)
-    except Exception as exc:  # noqa: BLE001 - any unusable file is quarantined, not fatal
-        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-        os.replace(path, aside)
-        model.load_state_dict(model_state)
-        torch.set_rng_state(rng)
-        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        warnings.warn(f"checkpoint {str(path)!r} cannot be resumed ({why}); moved to "
-                      f"{str(aside)!r}, the run restarts from scratch", RuntimeWarning, stacklevel=3)
-        return None
-
-
-def _resume(path: Path, model, opt, sched, scaler, gen, device) -> dict:
-    """Load ``path`` into the training objects and RNGs; return the saved loop state."""
-    ckpt = read_checkpoint(path, map_location=device)
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    gen.set_state(ckpt["rng"]["generator"])
-    if device.type == "cuda" and ckpt["rng"].get("cuda"):
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-    return ckpt["state"]
-
-
-def _checkpoint(model, opt, sched, scaler, gen, device, state) -> dict:
-    rng = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
-    if device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": state["epoch"], "best_val_acc": state["best_val_acc"], "rng": rng,
-            "state": state}
-
-
 def _run_info(model: nn.Module, device: torch.device, dtype) -> dict:
-    amp = str(dtype).replace("torch.", "") if dtype else "off"
-    return {"device_used": str(device), "amp_dtype": amp,
+    return {"device_used": str(device), "amp_dtype": dtype_name(dtype),
             "n_params": sum(p.numel() for p in model.parameters()),
             "threads": torch.get_num_threads()}
 
