@@ -26,7 +26,7 @@ TINY = {"models": ["cnn"], "datasets": ["digits"], "epochs": 2, "batch_size": 64
 
 
 @pytest.mark.parametrize("raw,message", [
-    ({"epoch": 3}, "config: unknown key 'epoch'; allowed: activations, amp, "),
+    ({"epoch": 3}, "config: unknown key 'epoch'; allowed: activations, amps, "),
     ({"epochs": "ten"}, "epochs: expected int, got str 'ten'"),
     ({"lr": "fast"}, "lr: expected float, got str 'fast'"),
     ({"nesterov": 1}, "nesterov: expected bool, got int 1"),

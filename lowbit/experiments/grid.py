@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lowbit.experiments.precision import RECIPE, resolve_precision
-from lowbit.experiments.schema import SOFTMAX_SAME, DataConfig, SweepConfig
+from lowbit.experiments.schema import GRID_KEYS, SOFTMAX_SAME, DataConfig, SweepConfig, excluded
 from lowbit.train import TrainConfig
 
 FP32 = "fp32"
@@ -44,7 +44,8 @@ class RunSpec:
     @property
     def label(self) -> str:
         soft = f"/sm:{self.softmax_precision}" if self.softmax_precision else ""
-        return f"{self.model}/{self.activation}/{self.precision}{soft}"
+        amp = f"/amp:{self.train.amp}" if self.train.amp != "off" else ""
+        return f"{self.model}/{self.activation}/{self.precision}{soft}{amp}"
 
     def to_dict(self) -> dict:
         """JSON-ready nested dict; :meth:`from_dict` inverts it."""
@@ -73,20 +74,21 @@ class RunSpec:
 def expand(cfg: SweepConfig) -> list[RunSpec]:
     """All runs of ``cfg`` in grid order (model slowest, seed fastest), duplicates removed.
 
-    For ``fp32`` the quantize targets are cleared (nothing to quantize) so a ``quantize`` grid
+    Grid points matching an ``exclude`` entry are left out. For ``fp32`` the quantize targets are cleared (nothing to quantize) so a ``quantize`` grid
     axis does not repeat the fp32 baseline; ``softmax: same`` resolves to the run's precision
     (None for fp32).
     """
     runs: dict[str, RunSpec] = {}
-    product = itertools.product(cfg.models, cfg.activations, cfg.datasets, cfg.precisions,
-                                cfg.softmax_precisions, cfg.quantize, cfg.augmentations, cfg.seeds)
-    for model, act, dataset, prec, soft, targets, aug, seed in product:
+    for point in itertools.product(*(getattr(cfg, k) for k in GRID_KEYS)):
+        if excluded(cfg, dict(zip(GRID_KEYS, point))):
+            continue
+        model, act, dataset, prec, soft, targets, aug, amp, seed = point
         prec = resolve_precision(prec)
         if soft == SOFTMAX_SAME:
             soft = None if prec == FP32 else prec
         spec = RunSpec(model=model, activation=act, dataset=dataset, precision=prec,
                        softmax_precision=soft, quantize=() if prec == FP32 else tuple(targets),
-                       train=cfg.train_config(seed=seed, augmentation=aug),
+                       train=cfg.train_config(seed=seed, augmentation=aug, amp=amp),
                        model_kwargs=dict(cfg.model_kwargs.get(model, {})), data=cfg.data,
                        sweep=cfg.name, quant_backend=cfg.quant_backend)
         runs.setdefault(spec.run_id, spec)
