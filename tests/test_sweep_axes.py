@@ -54,3 +54,16 @@ def test_augmentation_kwargs_per_preset():
                            "augmentation_kwargs": {"flip": False, "extended": {"degrees": 15.0}}})
     kw = {s.train.augmentation: dict(s.train.augmentation_kwargs) for s in expand(cfg)}
     assert kw == {"none": {}, "basic": {"flip": False}, "extended": {"flip": False, "degrees": 15.0}}
+
+
+def test_bare_off_in_yaml_is_the_amp_mode(tmp_path):
+    """YAML 1.1 reads ``off`` as false; in amps (and exclude's amps) it is the mode "off"."""
+    from lowbit.experiments.schema import load_sweep
+    path = tmp_path / "s.yaml"
+    path.write_text("models: [mlp]\ndatasets: [digits]\nprecisions: [fp32, int8]\namps: [off, bf16]\n"
+                    "exclude: [{amps: off, precisions: int8}]\n")
+    cfg = load_sweep(path, ["epochs=1"])
+    assert cfg.amps == ("off", "bf16")
+    assert sorted((s.precision, s.train.amp) for s in expand(cfg)) == [
+        ("fp32", "bf16"), ("fp32", "off"), ("int8", "bf16")]
+    assert load_sweep(path, ["amps=[off]"]).amps == ("off",)

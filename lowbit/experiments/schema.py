@@ -329,6 +329,13 @@ def _normalize_quantize(value):
     return value
 
 
+def _yaml_off(value):
+    """YAML 1.1 reads a bare ``off`` as false: in AMP modes it means the mode "off"."""
+    if isinstance(value, list):
+        return [_yaml_off(v) for v in value]
+    return "off" if value is False else value
+
+
 def _build(cls, raw: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -343,6 +350,11 @@ def _build(cls, raw: dict, prefix: str = ""):
     for key, value in raw.items():
         if cls is SweepConfig and key == "quantize":
             value = _normalize_quantize(value)
+        if cls is SweepConfig and key == "amps":
+            value = _yaml_off(value)
+        if cls is SweepConfig and key == "exclude" and isinstance(value, list):
+            value = [{k: _yaml_off(v) if k == "amps" else v for k, v in e.items()}
+                     if isinstance(e, dict) else e for e in value]
         values[key] = _coerce(prefix + key, value, hints[key])
     return cls(**values)
 
