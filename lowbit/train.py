@@ -22,7 +22,8 @@ Contracts:
 * Checkpoints (``run_dir``): ``checkpoint.pt`` after every epoch (model, optimizer, scheduler,
   scaler, epoch, RNG states, best metric, history) and ``best.pt`` (model weights at the best
   validation accuracy), each written to a temporary file and moved with ``os.replace``, and each
-  loadable with ``torch.load(path, weights_only=True)``.
+  loadable with ``torch.load(path, weights_only=True)``; with ``checkpoint_every=N`` also
+  ``checkpoint_epoch_N.pt`` every N epochs (``train(..., resume_from=that file)`` continues from it).
 * Convergence epoch: the first epoch whose validation accuracy reaches 99 % of the best one.
 * Generalisation gap: training accuracy minus validation (``gen_gap``) or test (``gen_gap_test``)
   accuracy, both at the best epoch. Training accuracy is the running accuracy of the training pass
@@ -44,7 +45,7 @@ from torch import nn
 
 from lowbit.data import get_augmentation, iterate_batches, normalize, num_batches
 from lowbit.train_amp import AMP_MODES, amp_dtype, dtype_name, make_scaler
-from lowbit.train_checkpoint import checkpoint_state, resume_or_quarantine, save_atomic
+from lowbit.train_checkpoint import checkpoint_state, resume_file, resume_or_quarantine, save_atomic
 from lowbit.train_usage import UsageSampler
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -59,7 +60,9 @@ class TrainConfig:
     ``amp``: "off"; "bf16"/"fp16" autocast in that dtype on CPU and CUDA (fp16 with loss
     scaling; :mod:`lowbit.train_amp`); "auto" is fp16 on CUDA and off on CPU. ``device``: "auto" picks CUDA when available.
     ``augmentation_kwargs`` go to the preset's builder (e.g. ``flip=False`` for digits); the
-    identity preset "none" ignores them.
+    identity preset "none" ignores them. ``checkpoint_every``: also keep the full checkpoint of
+    every N-th epoch as ``checkpoint_epoch_N.pt`` in the run folder (``train(resume_from=...)``
+    restarts from one); None keeps only the latest.
     """
 
     epochs: int = 10
@@ -79,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 512
+    checkpoint_every: int | None = None
 
     def __post_init__(self):
         def need(ok: bool, key: str, what: str):
@@ -102,6 +106,8 @@ class TrainConfig:
         need(self.patience is None or (isinstance(self.patience, int) and not isinstance(self.patience, bool)
                                        and self.patience >= 0), "patience", "None or an int >= 0")
         need(isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", "an int")
+        need(self.checkpoint_every is None or (isinstance(self.checkpoint_every, int) and not isinstance(
+            self.checkpoint_every, bool) and self.checkpoint_every >= 1), "checkpoint_every", "None or an int >= 1")
         need(isinstance(self.nesterov, bool), "nesterov", "true or false")
         for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("device", DEVICES)):
             need(getattr(self, key) in allowed, key, "one of " + ", ".join(allowed))
@@ -210,13 +216,16 @@ def setup_optimization(model: nn.Module, cfg: "TrainConfig", n_train: int):
 
 def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None,
           on_epoch: Callable[[dict], None] | None = None,
-          footprint: Mapping[str, Any] | None = None) -> dict:
+          footprint: Mapping[str, Any] | None = None,
+          resume_from: str | os.PathLike | None = None) -> dict:
     """Train ``model`` on ``splits`` (a :class:`lowbit.data.DatasetSplits`) as ``cfg`` says.
 
     With ``run_dir``, checkpoints go there and an existing ``checkpoint.pt`` is resumed (a finished
     run returns its stored result without training). ``on_epoch(row)`` is called after each epoch's
     checkpoint is written. ``footprint`` (e.g. ``lowbit.nn.footprint(...).to_dict()``) is copied
-    into every epoch row. Returns ``{"status", "epochs": [row, ...], "summary": {...}}``.
+    into every epoch row. ``resume_from``: a checkpoint file of this loop (``checkpoint.pt`` or
+    ``checkpoint_epoch_N.pt``) to continue from instead of ``run_dir``'s; a file that cannot be
+    resumed raises :class:`lowbit.checkpoint.CheckpointError`. Returns ``{"status", "epochs": [row, ...], "summary": {...}}``.
     """
     _check_splits(splits)
     device = resolve_device(cfg.device)
@@ -228,6 +237,9 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    if resume_from is not None:
+        state = resume_file(Path(resume_from), model, opt, sched, scaler, gen, device)
+    elif ckpt_path is not None:
         if ckpt_path.exists():
             resumed = resume_or_quarantine(ckpt_path, model, opt, sched, scaler, gen, device)
             if resumed is None:  # damaged checkpoint moved aside: start from scratch
@@ -279,7 +291,10 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
         elif epoch == cfg.epochs:
             state["status"] = "completed"
         if ckpt_path is not None:
-            save_atomic(checkpoint_state(model, opt, sched, scaler, gen, device, state), ckpt_path)
+            ckpt = checkpoint_state(model, opt, sched, scaler, gen, device, state)
+            save_atomic(ckpt, ckpt_path)
+            if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
+                save_atomic(ckpt, ckpt_path.with_name(f"checkpoint_epoch_{epoch}.pt"))
         if on_epoch is not None:
             on_epoch(row)
         if state["status"] in TERMINAL:

@@ -43,6 +43,20 @@ def resume_or_quarantine(path: Path, model, opt, sched, scaler, gen, device) -> 
         return None
 
 
+def resume_file(path: Path, model, opt, sched, scaler, gen, device) -> dict:
+    """:func:`_resume` from a file the user named: any failure is one
+    :class:`~lowbit.checkpoint.CheckpointError` naming the file (nothing is moved aside)."""
+    from lowbit.checkpoint import CheckpointError
+    try:
+        return _resume(path, model, opt, sched, scaler, gen, device)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - wrong model, not a training checkpoint, ...
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise CheckpointError(f"{str(path)!r} cannot be resumed ({why}); allowed: a checkpoint.pt or "
+                              "checkpoint_epoch_N.pt of lowbit.train for this model and optimizer") from None
+
+
 def _resume(path: Path, model, opt, sched, scaler, gen, device) -> dict:
     """Load ``path`` into the training objects and RNGs; return the saved loop state."""
     ckpt = read_checkpoint(path, map_location=device)
@@ -67,4 +81,4 @@ def checkpoint_state(model, opt, sched, scaler, gen, device, state) -> dict:
             "state": state}
 
 
-__all__ = ["save_atomic", "resume_or_quarantine", "checkpoint_state"]
+__all__ = ["save_atomic", "resume_or_quarantine", "resume_file", "checkpoint_state"]

@@ -94,7 +94,8 @@ class SweepConfig:
     of every preset, and per preset under its name (``{flip: false, extended: {degrees: 15}}``).
     ``exclude``: grid points left out, each a mapping of grid keys to a value or a list of values
     (``[{precisions: [fp8_e4m3], amps: [fp16, bf16]}]`` drops fp8 runs with AMP); a run is left out
-    when it matches every key of one entry. ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;
+    when it matches every key of one entry. ``checkpoint_every``: keep ``checkpoint_epoch_N.pt``
+    every N epochs in each run folder (``lowbit run CONFIG --resume FILE`` restarts a run from one). ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;
     ``lowbit run --executor ray``); the local executor ignores it. Not part of the run id either.
     """
 
@@ -123,6 +124,7 @@ class SweepConfig:
     amps: tuple[str, ...] = ("off",)
     device: str = "cpu"
     eval_batch_size: int = 512
+    checkpoint_every: int | None = None
     quant_backend: str = "auto"
     augmentation_kwargs: dict[str, Any] = field(default_factory=dict)
     exclude: tuple[dict[str, Any], ...] = ()
