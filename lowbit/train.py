@@ -25,6 +25,9 @@ Contracts:
   loadable with ``torch.load(path, weights_only=True)``; with ``checkpoint_every=N`` also
   ``checkpoint_epoch_N.pt`` every N epochs (``train(..., resume_from=that file)`` continues from it).
 * Convergence epoch: the first epoch whose validation accuracy reaches 99 % of the best one.
+* Overfitting score (``overfit_score``): best minus final validation accuracy (> 0: the run got
+  worse after its best epoch), as the ViT study defines it. Time per epoch: ``mean_epoch_time_s``
+  and its sample standard deviation ``epoch_time_std_s`` over the run's epochs.
 * Generalisation gap: training accuracy minus validation (``gen_gap``) or test (``gen_gap_test``)
   accuracy, both at the best epoch. Training accuracy is the running accuracy of the training pass
   (augmented batches, train mode), as most training logs report it.
@@ -193,13 +196,22 @@ def summarize(history: list[dict], status: str) -> dict:
         "final_test_loss": last["test_loss"], "convergence_epoch": conv,
         "gen_gap": best["train_acc"] - best["val_acc"],
         "gen_gap_test": best["train_acc"] - best["test_acc"],
+        "overfit_score": best["val_acc"] - last["val_acc"],
         "total_time_s": sum(r["epoch_time_s"] for r in history),
-        "mean_epoch_time_s": mean("epoch_time_s"), "mean_throughput": mean("throughput"),
+        "mean_epoch_time_s": mean("epoch_time_s"), "epoch_time_std_s": _std([r["epoch_time_s"] for r in history]), "mean_throughput": mean("throughput"),
         "peak_mem_mb": peak("peak_mem_mb"), "cpu_util_mean": mean("cpu_util_pct"),
         "cpu_util_max": peak("cpu_util_pct"), "proc_cpu_mean": mean("proc_cpu_pct"),
         "ram_used_pct_mean": mean("ram_used_pct"), "ram_used_pct_max": peak("ram_used_pct"),
         "rss_mb_max": peak("rss_mb"), "gpu_util_mean": mean("gpu_util_pct"),
     }
+
+
+def _std(values: list[float]) -> float:
+    """Sample standard deviation (n - 1); 0 for a single value."""
+    if len(values) < 2:
+        return 0.0
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
 def setup_optimization(model: nn.Module, cfg: "TrainConfig", n_train: int):

@@ -168,7 +168,10 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         "Final val loss": df["final_val_loss"].map("{:.4f}".format),
         "Convergence epoch (99% of best)": df["convergence_epoch"].map("{:.1f}".format),
         "Drop vs FP32 (points)": pd.Series(drop, index=df.index),
-        "Time per epoch (s)": df["mean_epoch_time_s"].map("{:.2f}".format),
+        "Overfitting score (best - final val)": df["overfit_score"].map(pct) if "overfit_score" in df
+        else pd.Series("-", index=df.index),
+        "Time per epoch (s)": [f"{m:.2f} ± {s:.2f}" if s == s else f"{m:.2f}" for m, s in zip(
+            df["mean_epoch_time_s"], df.get("epoch_time_std_s", pd.Series(float("nan"), index=df.index)))],
         "Total time (s)": df["total_time_s"].map("{:.1f}".format),
         "Speed-up vs FP32": df["speedup_vs_fp32"].map("{:.2f}x".format),
         "Throughput (samples/s)": df["mean_throughput"].map("{:.0f}".format),
