@@ -67,6 +67,8 @@ class RunSpec:
         canon = {k: v for k, v in self.to_dict().items() if k not in NOT_HASHED}
         if canon["data"].get("on_bad_file") == "skip":  # the default: ids of older sweeps stay
             canon["data"] = {k: v for k, v in canon["data"].items() if k != "on_bad_file"}
+        if canon["data"].get("resize", 0) is None:  # the default: ids of older sweeps stay
+            canon["data"] = {k: v for k, v in canon["data"].items() if k != "resize"}
         # how often checkpoints are kept does not change results (and keeps ids of older sweeps)
         canon["train"] = {k: v for k, v in canon["train"].items() if k != "checkpoint_every"}
         text = json.dumps(canon, sort_keys=True, separators=(",", ":"))

@@ -54,7 +54,9 @@ class DataConfig:
     initialisation, order and augmentation. ``train_subset`` / ``eval_subset`` keep at most that
     many samples of train / of val and test each (a fixed random subset drawn with
     ``split_seed``), for quick runs. ``root`` is the directory of file-based datasets.
-    ``on_bad_file`` (imagefolder): ``skip`` an unreadable image with a warning in the run's log, or
+    ``resize``: resize every image to this many pixels a side (bilinear, before augmentation;
+    :func:`lowbit.data.resize_splits`) and build the model for that input size, e.g. 224 for a
+    ViT made for 224 x 224 inputs; null keeps the dataset's size. ``on_bad_file`` (imagefolder): ``skip`` an unreadable image with a warning in the run's log, or
     fail the run with an ``error`` naming it.
     """
 
@@ -64,6 +66,7 @@ class DataConfig:
     train_subset: int | None = None
     eval_subset: int | None = None
     on_bad_file: str = "skip"
+    resize: int | None = None
 
     def __post_init__(self):
         if self.on_bad_file not in ("skip", "error"):
@@ -71,7 +74,7 @@ class DataConfig:
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction: expected a number in [0, 1), "
                               f"got {self.val_fraction!r}")
-        for key in ("train_subset", "eval_subset"):
+        for key in ("train_subset", "eval_subset", "resize"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"data.{key}: expected null or an int >= 1, got {value!r}")
