@@ -193,6 +193,9 @@ def validate_names(cfg: SweepConfig) -> None:
         if not getattr(cfg, key):
             raise ConfigError(f"{key}: expected at least one value, got an empty list")
     for i, name in enumerate(cfg.models):
+        if name.startswith("timm:"):
+            _check_timm(f"models[{i}]", name, cfg)
+            continue
         _choice(f"models[{i}]", name, list_models(), "model")
     for i, name in enumerate(cfg.activations):
         try:
@@ -231,6 +234,8 @@ def validate_names(cfg: SweepConfig) -> None:
         for name in targets:
             _choice(f"quantize[{i}]", name, list(ALL_TARGETS), "quantize target")
     for name in cfg.model_kwargs:
+        if name.startswith("timm:") and name in cfg.models:
+            continue
         _choice("model_kwargs", name, list_models(), "model")
         _check_model_kwargs(name, cfg.model_kwargs[name])
     for key, allowed in (("optimizer", OPTIMIZERS), ("device", DEVICES),
@@ -238,6 +243,21 @@ def validate_names(cfg: SweepConfig) -> None:
         _choice(key, getattr(cfg, key), list(allowed), key)
     if not cfg.name or any(c in cfg.name for c in "/\\"):
         raise ConfigError(f"name: expected a non-empty name without slashes, got {cfg.name!r}")
+
+
+def _check_timm(key: str, name: str, cfg: SweepConfig) -> None:
+    """A ``timm:<arch>`` model: timm importable, the architecture known, the activations its own."""
+    from lowbit.models.timm_models import ACT_DEFAULT, timm_module
+    try:
+        timm = timm_module()
+    except ImportError as err:
+        raise ConfigError(f"{key}: {name!r}: {err}") from None
+    if name[len("timm:"):] not in timm.list_models():
+        raise ConfigError(f"{key}: unknown timm architecture {name[5:]!r}; allowed: timm.list_models()")
+    for act in cfg.activations:
+        if act not in ACT_DEFAULT:
+            raise ConfigError(f"activations: {act!r} with {name!r}; timm models keep their own activation, "
+                              f"allowed: {', '.join(ACT_DEFAULT)}")
 
 
 def _augmentation_names() -> set[str]:
