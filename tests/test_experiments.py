@@ -26,7 +26,7 @@ TINY = {"models": ["cnn"], "datasets": ["digits"], "epochs": 2, "batch_size": 64
 
 
 @pytest.mark.parametrize("raw,message", [
-    ({"epoch": 3}, "config: unknown key 'epoch'; allowed: activations, amp, "),
+    ({"epoch": 3}, "config: unknown key 'epoch'; allowed: activations, amps, "),
     ({"epochs": "ten"}, "epochs: expected int, got str 'ten'"),
     ({"lr": "fast"}, "lr: expected float, got str 'fast'"),
     ({"nesterov": 1}, "nesterov: expected bool, got int 1"),
@@ -39,7 +39,7 @@ TINY = {"models": ["cnn"], "datasets": ["digits"], "epochs": 2, "batch_size": 64
     ({"optimizer": "adam"}, "optimizer: unknown optimizer 'adam'; allowed: sgd, adamw"),
     ({"quantize": ["weights", "biases"]}, "quantize[0]: unknown quantize target 'biases'"),
     ({"model_kwargs": {"cnnn": {}}}, "model_kwargs: unknown model 'cnnn'"),
-    ({"data": {"subset": 10}}, "data: unknown key 'subset'; allowed: eval_subset, on_bad_file, root, "),
+    ({"data": {"subset": 10}}, "data: unknown key 'subset'; allowed: eval_subset, on_bad_file, resize, root, "),
     ({"data": {"train_subset": "all"}}, "data.train_subset: expected int, got str 'all'"),
     ({"seeds": [0, 1.5]}, "seeds[1]: expected int, got float 1.5"),
     ({"models": []}, "models: expected at least one value, got an empty list"),

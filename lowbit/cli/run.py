@@ -34,6 +34,9 @@ def add_parser(sub):
                    help="mirror each finished run's config and epoch metrics into a tracker "
                    "under the output directory (needs that package; wandb runs offline)")
     p.add_argument("--out", help="output directory (overrides out_dir; default runs/<name>)")
+    p.add_argument("--resume", metavar="FILE", default=None, help="restart the run whose folder holds "
+                   "FILE (a checkpoint_epoch_N.pt kept with the key checkpoint_every) from that epoch, "
+                   "then run the sweep")
     p.add_argument("--dry-run", action="store_true", help="list the runs (every setting that "
                    "differs between them) and exit, writing nothing")
     p.add_argument("--no-report", action="store_true", help="skip plots and HTML at the end")
@@ -54,6 +57,9 @@ def run(args) -> int:
         from lowbit.experiments.grid import describe, expand
         print("\n".join(describe(expand(cfg))))
         return 0
+    if args.resume:
+        from lowbit.experiments.rewind import rewind_run
+        rewind_run(cfg, args.resume)
     t0 = time.perf_counter()
     on_result = None
     if args.log:

@@ -59,7 +59,7 @@ def run_sweep_ddp(cfg: SweepConfig) -> Path:
             print(f"{spec.run_id} {spec.label}: {res['status']}, best val_acc "
                   f"{res['summary'].get('best_val_acc', float('nan')):.4f}", flush=True)
     if rank == 0:
-        store.rebuild_tables(out, [s.run_id for s in specs])
+        store.rebuild_tables(out)
         print(f"results: {Path(out) / 'results'}")
     dist.barrier()
     dist.destroy_process_group()

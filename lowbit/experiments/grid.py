@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lowbit.experiments.precision import RECIPE, resolve_precision
-from lowbit.experiments.schema import DEFAULT_THREADS, SOFTMAX_SAME, DataConfig, SweepConfig
+from lowbit.experiments.schema import (DEFAULT_THREADS, GRID_KEYS, SOFTMAX_SAME, DataConfig, SweepConfig,
+                                      excluded)
 from lowbit.train import TrainConfig
 
 FP32 = "fp32"
@@ -55,7 +56,8 @@ class RunSpec:
     @property
     def label(self) -> str:
         soft = f"/sm:{self.softmax_precision}" if self.softmax_precision else ""
-        return f"{self.model}/{self.activation}/{self.precision}{soft}"
+        amp = f"/amp:{self.train.amp}" if self.train.amp != "off" else ""
+        return f"{self.model}/{self.activation}/{self.precision}{soft}{amp}"
 
     def to_dict(self) -> dict:
         """JSON-ready nested dict; :meth:`from_dict` inverts it."""
@@ -88,6 +90,10 @@ def _digest(spec: RunSpec, skip: tuple[str, ...]) -> str:
         del canon["world_size"]
     if canon["data"].get("on_bad_file") == "skip":  # the default: ids of older sweeps stay
         canon["data"] = {k: v for k, v in canon["data"].items() if k != "on_bad_file"}
+    if canon["data"].get("resize", 0) is None:  # the default: ids of older sweeps stay
+        canon["data"] = {k: v for k, v in canon["data"].items() if k != "resize"}
+    # how often checkpoints are kept does not change results (and keeps ids of older sweeps)
+    canon["train"] = {k: v for k, v in canon["train"].items() if k != "checkpoint_every"}
     if canon["train"]["optimizer"] != "sgd":  # nesterov only acts on SGD: hash it as the old
         canon["train"]["nesterov"] = True    # default True, so ids of older AdamW sweeps stay
     for key, default in QUANT_OPTIONS.items():  # at their defaults: ids of older sweeps stay
@@ -103,21 +109,22 @@ def expand(cfg: SweepConfig, world_size: int = 1) -> list[RunSpec]:
     ``world_size``: the data-parallel ranks each run trains on (a DDP run is a run of its own,
     with its own id; 1, one process, keeps the single-process ids).
 
-    For ``fp32`` the quantize targets are cleared (nothing to quantize) so a ``quantize`` grid
+    Grid points matching an ``exclude`` entry are left out. For ``fp32`` the quantize targets are cleared (nothing to quantize) so a ``quantize`` grid
     axis does not repeat the fp32 baseline; ``softmax: same`` resolves to the run's precision
     (None for fp32).
     """
     runs: dict[str, RunSpec] = {}
-    product = itertools.product(cfg.models, cfg.activations, cfg.datasets, cfg.precisions,
-                                cfg.softmax_precisions, cfg.quantize, cfg.augmentations, cfg.seeds)
-    for model, act, dataset, prec, soft, targets, aug, seed in product:
+    for point in itertools.product(*(getattr(cfg, k) for k in GRID_KEYS)):
+        if excluded(cfg, dict(zip(GRID_KEYS, point))):
+            continue
+        model, act, dataset, prec, soft, targets, aug, amp, seed = point
         prec = resolve_precision(prec)
         if soft == SOFTMAX_SAME:
             soft = None if prec == FP32 else prec
         options = {} if prec == FP32 else {k: getattr(cfg, k) for k in QUANT_OPTIONS}
         spec = RunSpec(model=model, activation=act, dataset=dataset, precision=prec,
                        softmax_precision=soft, quantize=() if prec == FP32 else tuple(targets), **options,
-                       train=cfg.train_config(seed=seed, augmentation=aug),
+                       train=cfg.train_config(seed=seed, augmentation=aug, amp=amp),
                        model_kwargs=dict(cfg.model_kwargs.get(model, {})), data=cfg.data,
                        sweep=cfg.name, quant_backend=cfg.quant_backend, threads=cfg.threads,
                        world_size=world_size)

@@ -5,8 +5,10 @@ child processes (the default, ``jobs`` at a time) or ``ray`` tasks. Either way a
 recorded and the sweep goes on.
 
 Re-running a sweep skips runs whose ``result.json`` says completed, early_stopped or diverged,
-re-runs failed ones, and resumes interrupted ones from their checkpoint. The tables cover the
-runs of the current config only; other run folders in ``out_dir`` are left alone. Several sweep
+re-runs failed ones, and resumes interrupted ones from their checkpoint. Results accumulate: the
+tables (``results/``) are rebuilt from every run folder in ``out_dir``, so a second sweep into the
+same folder, or a ``--set`` slice of the first, adds its runs to the earlier ones instead of
+replacing them (each row carries its full config; delete a run folder to drop it). Several sweep
 processes may share one ``out_dir``: each run is trained once, by the process that claims it
 (:mod:`lowbit.experiments.claim`); the others wait for it and report its result. A damaged
 ``checkpoint.pt`` in a run folder is moved aside (``checkpoint.pt.damaged-*``, with a warning in
@@ -69,7 +71,8 @@ def auto_jobs(cfg: SweepConfig) -> int:
 def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | None = None,
               quiet: bool = False, executor: str | Executor = "local", address: str | None = None,
               on_result: Callable[[dict], None] | None = None) -> pd.DataFrame:
-    """Run every run of ``cfg`` not yet finished; return the runs table (``results/runs``).
+    """Run every run of ``cfg`` not yet finished; return the runs table (``results/runs``: every
+run in ``cfg.out_dir``, this sweep's and earlier ones').
 
     ``executor``: "local" (child processes, ``jobs`` in parallel; None: :func:`auto_jobs`), "ray"
     (Ray tasks with ``cfg.resources``, in-process Ray or the cluster at ``address``), or an
@@ -85,7 +88,6 @@ def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | No
     specs = prepare(cfg, notes)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    ids = [s.run_id for s in specs]
     todo = [s for s in specs if not is_finished(out / "runs" / s.run_id)]
     if todo:
         prog = progress or Progress(len(specs), done=len(specs) - len(todo), quiet=quiet)
@@ -93,12 +95,12 @@ def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | No
         def finished(result: dict) -> None:
             if on_result is not None:
                 on_result(result)
-            store.rebuild_tables(out, ids)
+            store.rebuild_tables(out)
         try:
             executor.run(cfg, todo, prog, finished)
         except BaseException:
-            store.rebuild_tables(out, ids)
+            store.rebuild_tables(out)
             raise
         finally:
             prog.close()
-    return store.rebuild_tables(out, ids)["runs"]
+    return store.rebuild_tables(out)["runs"]

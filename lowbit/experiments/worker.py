@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lowbit.data import load_dataset
+from lowbit.data import load_dataset, resize_splits
 from lowbit.data.splits import TensorSplit
 from lowbit.experiments import store
 from lowbit.experiments.claim import CLAIMED, EXIT_CLAIMED, try_claim
@@ -30,7 +30,8 @@ from lowbit.train import TERMINAL, resolve_device, train
 
 
 def load_run_data(spec: RunSpec):
-    """The run's dataset, split with ``data.split_seed`` and cut to the configured subsets."""
+    """The run's dataset, split with ``data.split_seed``, cut to the configured subsets and resized
+    to ``data.resize`` when set."""
     d = spec.data
     extra = {"on_bad_file": d.on_bad_file} if spec.dataset == "imagefolder" else {}
     splits = load_dataset(spec.dataset, root=d.root, val_fraction=d.val_fraction,
@@ -43,9 +44,10 @@ def load_run_data(spec: RunSpec):
         idx = torch.randperm(len(split), generator=gen)[:limit].sort().values
         return TensorSplit(split.x[idx], split.y[idx])
 
-    return dataclasses.replace(splits, train=cut(splits.train, d.train_subset),
-                               val=cut(splits.val, d.eval_subset),
-                               test=cut(splits.test, d.eval_subset))
+    splits = dataclasses.replace(splits, train=cut(splits.train, d.train_subset),
+                                 val=cut(splits.val, d.eval_subset),
+                                 test=cut(splits.test, d.eval_subset))
+    return resize_splits(splits, d.resize) if d.resize is not None else splits
 
 
 def build_run_model(spec: RunSpec, splits):
