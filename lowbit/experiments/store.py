@@ -134,15 +134,24 @@ def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([first, agg], axis=1).reset_index(drop=True)
 
 
+def _superseded(folder: str, result: dict) -> bool:
+    spec = result.get("spec")
+    return (isinstance(spec, dict) and "threads" not in spec) or str(result.get("run_id", folder)) != folder
+
+
 def rebuild_tables(out_dir: Path, run_ids: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Rebuild ``results/*`` from ``runs/*/result.json`` (only ``run_ids`` when given)."""
+    """Rebuild ``results/*`` from ``runs/*/result.json`` (only ``run_ids`` when given).
+
+    Folders from before the thread count was part of the run id (their spec has no ``threads``:
+    :mod:`lowbit.experiments.legacy`), and folders whose result names another run, are left out:
+    an adopted one is in the tables under its new id, one that was not is trained again under it."""
     out_dir = Path(out_dir)
     ids = list(run_ids) if run_ids is not None else sorted(
         p.name for p in (out_dir / "runs").glob("*") if p.is_dir())
     summaries, epochs = [], []
     for run_id in ids:
         result = read_result(out_dir / "runs" / run_id)
-        if result is not None:
+        if result is not None and not _superseded(run_id, result):
             summary, rows = run_rows(result)
             summaries.append(summary)
             epochs.extend(rows)
