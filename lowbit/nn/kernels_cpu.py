@@ -30,24 +30,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowbit.formats.cast import int_cast
+from lowbit.ops import quantize
 from lowbit.ops.scaling import asym_codes, element_scale, finite_amax, scaled_qdq
 
 INT4_GROUPS = (32, 64, 128, 256)   # group sizes _weight_int4pack_mm_for_cpu accepts
+TINY = 2.0 ** -118                 # scales below: c * s may be an fp32 subnormal (|c| <= 255)
 INT4_N = 16                        # its packing needs out_features divisible by 16 (padded here)
+
+
+def _amax(x: torch.Tensor) -> torch.Tensor:
+    """``finite_amax(x)`` (the fake quantizer's): the plain max |x| where that is finite (one pass)."""
+    a = x.abs().amax() if x.numel() else x.new_zeros(())
+    return a if bool(torch.isfinite(a)) else finite_amax(x)
 
 
 def act_codes(x: torch.Tensor, spec, fixed):
     """(uint8 codes, scale as a float, zero point) of ``x`` under a per-tensor integer ``spec``: the
-    codes the fake quantizer rounds ``x`` to (``lowbit.ops.scaling``: x / s rounded, then clamped).
-    ``fixed``: a calibrated scale (or (scale, zero point)), else the dynamic amax scale."""
+    codes the fake quantizer rounds ``x`` to. ``fixed``: a calibrated scale (or (scale, zero point)),
+    else the dynamic scale, computed as ``lowbit.ops.scaling`` does. The values come from
+    ``lowbit.quantize`` with that scale (its fast kernels), the codes from q / s: q = fl(c * s) is
+    within half an ulp of c * s, so q / s rounds back to c exactly while c * s is a normal fp32
+    (otherwise, with a tiny scale, the slow elementwise path computes the codes themselves)."""
     f, xf = spec.format, x.float()
     if f.asymmetric:
         s, zp = fixed if fixed is not None else scaled_qdq(xf, f, "tensor", -1, spec.rounding, True, False, None)[1]
-        c = asym_codes(xf, f, s, zp, spec.rounding, None)
+        if float(s) < TINY:
+            return asym_codes(xf, f, s, zp, spec.rounding, None).to(torch.uint8), float(s), int(zp)
+        c = quantize(xf, spec, scale=(s, zp)).div_(s).round_().add_(zp)
         return c.to(torch.uint8), float(s), int(zp)
-    s = fixed if fixed is not None else element_scale(finite_amax(xf), f, spec.pow2_scale)
-    c = int_cast(xf / s, f, spec.rounding, spec.saturate, None)
-    return (c + 128).to(torch.uint8), float(s), 128
+    s = fixed if fixed is not None else element_scale(_amax(xf), f, spec.pow2_scale)
+    if float(s) < TINY:
+        c = int_cast(xf / s, f, spec.rounding, spec.saturate, None)
+    else:
+        c = quantize(xf, spec, scale=s).div_(s).round_()
+    return c.add_(128).to(torch.uint8), float(s), 128
 
 
 class PackedLayer(nn.Module):
