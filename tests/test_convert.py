@@ -272,3 +272,22 @@ def test_hf_gpt2_conv1d_converts():
     with torch.no_grad():
         y = model(ids).last_hidden_state
     assert (y - y_fake).abs().max() <= 1e-3 * y_fake.abs().max()
+
+
+def test_benchmark_script_quick_runs():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        proc = subprocess.run([sys.executable, str(root / "benchmarks" / "convert.py"), "--quick", "--recipes", "w8a8", "w4"],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.skip("benchmark smoke run took over 120 s here (a busy machine)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "ISA: " in lines[0]
+    assert any(line.startswith("mlp   w8a8   onednn-int8:3") for line in lines), proc.stdout
+    assert any(line.startswith("mlp   w4     int4-weight:3") for line in lines), proc.stdout
