@@ -2,7 +2,8 @@
 
 Accepted: lowbit.train's ``checkpoint.pt`` / ``best.pt`` (a dict whose ``"model"`` entry is the state
 dict), a dict with a ``"state_dict"`` / ``"model_state_dict"`` entry, a plain state dict saved with
-``torch.save``, or a ``.safetensors`` file. ``torch.load`` runs with ``weights_only=True``: a
+``torch.save``, or a ``.safetensors`` file; in lowbit's names or in the layout of torchvision's ResNet
+or timm's ViT/DeiT (renamed by :mod:`lowbit.models.external`). ``torch.load`` runs with ``weights_only=True``: a
 checkpoint never executes code (a pickle holding code is refused). Every failure (missing, a folder,
 empty, truncated or corrupt, code, no tensors, a state dict of another model) is a
 :class:`CheckpointError` (a ``ValueError``) whose message is one line naming the file.
@@ -66,9 +67,16 @@ def load_state_dict(path) -> dict:
     return obj
 
 
-def load_into(model: nn.Module, path, hint: str = "check --model and --model-kwargs") -> nn.Module:
-    """Load ``path`` into ``model`` (strict); a mismatch names the first differing keys."""
-    sd = load_state_dict(path)
+def load_into(model: nn.Module, path, hint: str = "check --model and --model-kwargs",
+              layout: str | None = None) -> nn.Module:
+    """Load ``path`` into ``model`` (strict). A state dict in torchvision's ResNet or timm's ViT/DeiT
+    layout is renamed first (:mod:`lowbit.models.external`; ``layout`` None: detected from the keys).
+    A mismatch is one line naming the layout, the missing and unexpected keys and the shape differences."""
+    from lowbit.models.external import mismatch, to_lowbit
+    sd, found, names = to_lowbit(load_state_dict(path), model, layout)
+    bad = mismatch(sd, model, names)
+    if bad:
+        raise CheckpointError(f"checkpoint {str(path)!r} ({found} layout) does not fit this model ({hint}): {bad}")
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:

@@ -22,8 +22,12 @@ Contracts:
 * Checkpoints (``run_dir``): ``checkpoint.pt`` after every epoch (model, optimizer, scheduler,
   scaler, epoch, RNG states, best metric, history) and ``best.pt`` (model weights at the best
   validation accuracy), each written to a temporary file and moved with ``os.replace``, and each
-  loadable with ``torch.load(path, weights_only=True)``.
+  loadable with ``torch.load(path, weights_only=True)``; with ``checkpoint_every=N`` also
+  ``checkpoint_epoch_N.pt`` every N epochs (``train(..., resume_from=that file)`` continues from it).
 * Convergence epoch: the first epoch whose validation accuracy reaches 99 % of the best one.
+* Overfitting score (``overfit_score``): best minus final validation accuracy (> 0: the run got
+  worse after its best epoch), as the ViT study defines it. Time per epoch: ``mean_epoch_time_s``
+  and its sample standard deviation ``epoch_time_std_s`` over the run's epochs.
 * Generalisation gap: training accuracy minus validation (``gen_gap``) or test (``gen_gap_test``)
   accuracy, both at the best epoch. Training accuracy is the running accuracy of the training pass
   (augmented batches, train mode), as most training logs report it.
@@ -34,7 +38,6 @@ import math
 import os
 import resource
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -43,11 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowbit.checkpoint import read as read_checkpoint
 from lowbit.data import get_augmentation, iterate_batches, normalize, num_batches
+from lowbit.train_amp import AMP_MODES, amp_dtype, dtype_name, make_scaler
+from lowbit.train_checkpoint import checkpoint_state, resume_file, resume_or_quarantine, save_atomic
+from lowbit.train_usage import UsageSampler
 
 OPTIMIZERS = ("sgd", "adamw")
-AMP_MODES = ("off", "auto", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 TERMINAL = ("completed", "early_stopped", "diverged")
 
@@ -56,11 +60,12 @@ TERMINAL = ("completed", "early_stopped", "diverged")
 class TrainConfig:
     """Everything :func:`train` needs besides the model and the data.
 
-    ``amp``: "off"; "bf16"/"fp16" autocast in that dtype where the device supports it (CPU
-    autocasts in bf16 only, so "fp16" on CPU runs in bf16 and the run records ``amp_dtype``);
-    "auto" is fp16 on CUDA and off on CPU. ``device``: "auto" picks CUDA when available.
+    ``amp``: "off"; "bf16"/"fp16" autocast in that dtype on CPU and CUDA (fp16 with loss
+    scaling; :mod:`lowbit.train_amp`); "auto" is fp16 on CUDA and off on CPU. ``device``: "auto" picks CUDA when available.
     ``augmentation_kwargs`` go to the preset's builder (e.g. ``flip=False`` for digits); the
-    identity preset "none" ignores them.
+    identity preset "none" ignores them. ``checkpoint_every``: also keep the full checkpoint of
+    every N-th epoch as ``checkpoint_epoch_N.pt`` in the run folder (``train(resume_from=...)``
+    restarts from one); None keeps only the latest.
     """
 
     epochs: int = 10
@@ -68,7 +73,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
-    nesterov: bool = True
+    nesterov: bool = False      # plain momentum (torch's default, the MobileNet study's SGD)
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     warmup_epochs: float = 0.0
@@ -80,6 +85,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 512
+    checkpoint_every: int | None = None
 
     def __post_init__(self):
         def need(ok: bool, key: str, what: str):
@@ -103,6 +109,8 @@ class TrainConfig:
         need(self.patience is None or (isinstance(self.patience, int) and not isinstance(self.patience, bool)
                                        and self.patience >= 0), "patience", "None or an int >= 0")
         need(isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", "an int")
+        need(self.checkpoint_every is None or (isinstance(self.checkpoint_every, int) and not isinstance(
+            self.checkpoint_every, bool) and self.checkpoint_every >= 1), "checkpoint_every", "None or an int >= 1")
         need(isinstance(self.nesterov, bool), "nesterov", "true or false")
         for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("device", DEVICES)):
             need(getattr(self, key) in allowed, key, "one of " + ", ".join(allowed))
@@ -115,17 +123,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
     return torch.device(name)
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` on ``device`` (None = no autocast); see TrainConfig."""
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if device.type == "cuda":
-        if mode == "bf16" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16
-    return torch.bfloat16  # CPU autocast: bf16 is the supported fast path
 
 
 @torch.no_grad()
@@ -168,85 +165,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                            nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
-class UsageSampler:
-    """CPU / RAM / GPU utilisation, sampled once per epoch (psutil if installed, else /proc).
-
-    ``cpu_util_pct``: whole machine, 0-100 over all cores since the previous sample;
-    ``proc_cpu_pct``: this process, top-style (100 = one core busy); ``ram_used_pct``: machine
-    memory in use; ``rss_mb``: this process; ``gpu_util_pct``: NVML, only with pynvml and CUDA.
-    """
-
-    def __init__(self, device: torch.device):
-        self._wall, self._proc, self._stat = time.perf_counter(), time.process_time(), _cpu_times()
-        self._nvml = _nvml_handle() if device.type == "cuda" else None
-
-    def sample(self) -> dict[str, float | None]:
-        wall, proc, stat = time.perf_counter(), time.process_time(), _cpu_times()
-        busy = (stat[0] - self._stat[0]) / max(stat[1] - self._stat[1], 1e-9) if stat else None
-        out = {"cpu_util_pct": None if busy is None else 100.0 * busy,
-               "proc_cpu_pct": 100.0 * (proc - self._proc) / max(wall - self._wall, 1e-9),
-               "ram_used_pct": _ram_used_pct(), "rss_mb": _rss_mb(), "gpu_util_pct": None}
-        if self._nvml is not None:
-            import pynvml
-            out["gpu_util_pct"] = float(pynvml.nvmlDeviceGetUtilizationRates(self._nvml).gpu)
-        self._wall, self._proc, self._stat = wall, proc, stat
-        return out
-
-
-def _cpu_times() -> tuple[float, float] | None:
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            vals = [float(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return None
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
-    return sum(vals) - idle, sum(vals)
-
-
-def _ram_used_pct() -> float | None:
-    try:
-        import psutil
-        return float(psutil.virtual_memory().percent)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: float(line.split()[1]) for line in f}
-        return 100.0 * (1 - info["MemAvailable"] / info["MemTotal"])
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return None
-
-
-def _nvml_handle():
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-    except Exception:  # pynvml absent or no driver: GPU utilisation is simply not recorded
-        return None
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """CUDA peak allocated on a GPU, else this process's peak RSS (``ru_maxrss``, KiB on Linux)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """``torch.save`` to ``path.tmp``, then ``os.replace``: a reader never sees a partial file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def summarize(history: list[dict], status: str) -> dict:
@@ -273,13 +196,22 @@ def summarize(history: list[dict], status: str) -> dict:
         "final_test_loss": last["test_loss"], "convergence_epoch": conv,
         "gen_gap": best["train_acc"] - best["val_acc"],
         "gen_gap_test": best["train_acc"] - best["test_acc"],
+        "overfit_score": best["val_acc"] - last["val_acc"],
         "total_time_s": sum(r["epoch_time_s"] for r in history),
-        "mean_epoch_time_s": mean("epoch_time_s"), "mean_throughput": mean("throughput"),
+        "mean_epoch_time_s": mean("epoch_time_s"), "epoch_time_std_s": _std([r["epoch_time_s"] for r in history]), "mean_throughput": mean("throughput"),
         "peak_mem_mb": peak("peak_mem_mb"), "cpu_util_mean": mean("cpu_util_pct"),
         "cpu_util_max": peak("cpu_util_pct"), "proc_cpu_mean": mean("proc_cpu_pct"),
         "ram_used_pct_mean": mean("ram_used_pct"), "ram_used_pct_max": peak("ram_used_pct"),
         "rss_mb_max": peak("rss_mb"), "gpu_util_mean": mean("gpu_util_pct"),
     }
+
+
+def _std(values: list[float]) -> float:
+    """Sample standard deviation (n - 1); 0 for a single value."""
+    if len(values) < 2:
+        return 0.0
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
 def setup_optimization(model: nn.Module, cfg: "TrainConfig", n_train: int):
@@ -296,29 +228,35 @@ def setup_optimization(model: nn.Module, cfg: "TrainConfig", n_train: int):
 
 def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathLike | None = None,
           on_epoch: Callable[[dict], None] | None = None,
-          footprint: Mapping[str, Any] | None = None) -> dict:
+          footprint: Mapping[str, Any] | None = None,
+          resume_from: str | os.PathLike | None = None) -> dict:
     """Train ``model`` on ``splits`` (a :class:`lowbit.data.DatasetSplits`) as ``cfg`` says.
 
     With ``run_dir``, checkpoints go there and an existing ``checkpoint.pt`` is resumed (a finished
     run returns its stored result without training). ``on_epoch(row)`` is called after each epoch's
     checkpoint is written. ``footprint`` (e.g. ``lowbit.nn.footprint(...).to_dict()``) is copied
-    into every epoch row. Returns ``{"status", "epochs": [row, ...], "summary": {...}}``.
+    into every epoch row. ``resume_from``: a checkpoint file of this loop (``checkpoint.pt`` or
+    ``checkpoint_epoch_N.pt``) to continue from instead of ``run_dir``'s; a file that cannot be
+    resumed raises :class:`lowbit.checkpoint.CheckpointError`. Returns ``{"status", "epochs": [row, ...], "summary": {...}}``.
     """
     _check_splits(splits)
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     model.to(device)
     opt, sched, gen = setup_optimization(model, cfg, len(splits.train))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    scaler = make_scaler(device, dtype)
     state = {"epoch": 0, "history": [], "best_val_acc": -1.0, "bad_epochs": 0, "status": "running"}
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    if resume_from is not None:
+        state = resume_file(Path(resume_from), model, opt, sched, scaler, gen, device)
+    elif ckpt_path is not None:
         if ckpt_path.exists():
-            resumed = _resume_or_quarantine(ckpt_path, model, opt, sched, scaler, gen, device)
+            resumed = resume_or_quarantine(ckpt_path, model, opt, sched, scaler, gen, device)
             if resumed is None:  # damaged checkpoint moved aside: start from scratch
                 opt, sched, gen = setup_optimization(model, cfg, len(splits.train))
-                scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+                scaler = make_scaler(device, dtype)
             else:
                 state = resumed
     if state["status"] in TERMINAL:
@@ -365,7 +303,10 @@ def train(model: nn.Module, splits, cfg: TrainConfig, *, run_dir: str | os.PathL
         elif epoch == cfg.epochs:
             state["status"] = "completed"
         if ckpt_path is not None:
-            save_atomic(_checkpoint(model, opt, sched, scaler, gen, device, state), ckpt_path)
+            ckpt = checkpoint_state(model, opt, sched, scaler, gen, device, state)
+            save_atomic(ckpt, ckpt_path)
+            if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
+                save_atomic(ckpt, ckpt_path.with_name(f"checkpoint_epoch_{epoch}.pt"))
         if on_epoch is not None:
             on_epoch(row)
         if state["status"] in TERMINAL:
@@ -413,52 +354,8 @@ def _train_epoch(model, batches, splits, cfg: TrainConfig, opt, sched, scaler, d
     return loss_sum / max(seen, 1), correct / max(seen, 1), seen
 
 
-def _resume_or_quarantine(path: Path, model, opt, sched, scaler, gen, device) -> dict | None:
-    """:func:`_resume`; a checkpoint that cannot be resumed (empty, corrupt, code, not a lowbit.train
-    checkpoint of this model) is renamed to ``checkpoint.pt.damaged-<time>`` with a warning naming
-    both files, the model and torch's RNG are put back as they were, and None is returned."""
-    model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    try:
-        return _resume(path, model, opt, sched, scaler, gen, device)
-    except Exception as exc:  # noqa: BLE001 - any unusable file is quarantined, not fatal
-        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-        os.replace(path, aside)
-        model.load_state_dict(model_state)
-        torch.set_rng_state(rng)
-        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        warnings.warn(f"checkpoint {str(path)!r} cannot be resumed ({why}); moved to "
-                      f"{str(aside)!r}, the run restarts from scratch", RuntimeWarning, stacklevel=3)
-        return None
-
-
-def _resume(path: Path, model, opt, sched, scaler, gen, device) -> dict:
-    """Load ``path`` into the training objects and RNGs; return the saved loop state."""
-    ckpt = read_checkpoint(path, map_location=device)
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    gen.set_state(ckpt["rng"]["generator"])
-    if device.type == "cuda" and ckpt["rng"].get("cuda"):
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-    return ckpt["state"]
-
-
-def _checkpoint(model, opt, sched, scaler, gen, device, state) -> dict:
-    rng = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
-    if device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": state["epoch"], "best_val_acc": state["best_val_acc"], "rng": rng,
-            "state": state}
-
-
 def _run_info(model: nn.Module, device: torch.device, dtype) -> dict:
-    amp = str(dtype).replace("torch.", "") if dtype else "off"
-    return {"device_used": str(device), "amp_dtype": amp,
+    return {"device_used": str(device), "amp_dtype": dtype_name(dtype),
             "n_params": sum(p.numel() for p in model.parameters()),
             "threads": torch.get_num_threads()}
 

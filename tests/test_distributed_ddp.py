@@ -88,3 +88,8 @@ def test_torchrun_entry_point_writes_results(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = pd.read_parquet(out / "results" / "runs.parquet")
     assert len(runs) == 2 and set(runs["status"]) == {"completed"}
+    # a DDP run is a run of its own: world_size in its config and id, not the single-process id
+    from lowbit.experiments import expand, load_sweep
+    single = {s.run_id for s in expand(load_sweep(path))}
+    assert set(runs["world_size"]) == {2} and not single & set(runs["run_id"])
+    assert set(runs["run_id"]) == {s.run_id for s in expand(load_sweep(path), world_size=2)}

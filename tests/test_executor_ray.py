@@ -99,10 +99,13 @@ def test_lost_worker_without_retries_is_a_failed_run(tmp_path):
     assert list(rows["status"]) == ["completed"]
 
 
-def test_resources_set_the_run_threads(tmp_path):
-    cfg = sweep_from_dict({**TINY, "out_dir": str(tmp_path), "seeds": [0], "epochs": 1,
-                           "resources": {"cpus": 2}})
-    rows = run_sweep(cfg, executor="ray", quiet=True)
-    assert list(rows["status"]) == ["completed"]
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    assert "threads=2" in (run_dir / "log.txt").read_text()
+def test_threads_come_from_the_config_not_the_resources(tmp_path):
+    """resources.cpus is what Ray reserves; the run's torch threads are its config's threads."""
+    for threads, cpus in ((1, 2), (2, 2)):
+        out = tmp_path / f"t{threads}"
+        cfg = sweep_from_dict({**TINY, "out_dir": str(out), "seeds": [0], "epochs": 1,
+                               "threads": threads, "resources": {"cpus": cpus}})
+        rows = run_sweep(cfg, executor="ray", quiet=True)
+        assert list(rows["status"]) == ["completed"] and list(rows["threads"]) == [threads]
+        (run_dir,) = (out / "runs").iterdir()
+        assert f"threads={threads}\n" in (run_dir / "log.txt").read_text()

@@ -26,7 +26,7 @@ TINY = {"models": ["cnn"], "datasets": ["digits"], "epochs": 2, "batch_size": 64
 
 
 @pytest.mark.parametrize("raw,message", [
-    ({"epoch": 3}, "config: unknown key 'epoch'; allowed: activations, amp, "),
+    ({"epoch": 3}, "config: unknown key 'epoch'; allowed: activations, amps, "),
     ({"epochs": "ten"}, "epochs: expected int, got str 'ten'"),
     ({"lr": "fast"}, "lr: expected float, got str 'fast'"),
     ({"nesterov": 1}, "nesterov: expected bool, got int 1"),
@@ -39,7 +39,7 @@ TINY = {"models": ["cnn"], "datasets": ["digits"], "epochs": 2, "batch_size": 64
     ({"optimizer": "adam"}, "optimizer: unknown optimizer 'adam'; allowed: sgd, adamw"),
     ({"quantize": ["weights", "biases"]}, "quantize[0]: unknown quantize target 'biases'"),
     ({"model_kwargs": {"cnnn": {}}}, "model_kwargs: unknown model 'cnnn'"),
-    ({"data": {"subset": 10}}, "data: unknown key 'subset'; allowed: eval_subset, on_bad_file, root, "),
+    ({"data": {"subset": 10}}, "data: unknown key 'subset'; allowed: eval_subset, on_bad_file, resize, root, "),
     ({"data": {"train_subset": "all"}}, "data.train_subset: expected int, got str 'all'"),
     ({"seeds": [0, 1.5]}, "seeds[1]: expected int, got float 1.5"),
     ({"models": []}, "models: expected at least one value, got an empty list"),
@@ -95,10 +95,10 @@ def test_run_ids_stable():
     assert type(a).from_dict(a.to_dict()) == a
     # A golden id: if this changes, existing sweep folders no longer resume. Update it only with
     # an intended change of the run schema or of a default.
-    assert a.run_id == GOLDEN_ID
+    assert a.run_id == GOLDEN_ID and a.legacy_id == "aa11a40b18"
 
 
-GOLDEN_ID = "aa11a40b18"
+GOLDEN_ID = "34efbcebb1"  # with threads (1) in the id; before: aa11a40b18 = its legacy_id
 
 
 def test_overrides_and_scalars():
@@ -199,7 +199,7 @@ def test_interrupted_run_resumes_from_checkpoint(tmp_path, monkeypatch):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout  # a pid that has exited
     with pytest.raises(SystemExit):  # as if the sweep were killed after epoch 1
-        execute(spec.to_dict(), str(run_dir), 1, None, int(gone), redirect=False)
+        execute(spec.to_dict(), str(run_dir), None, int(gone), redirect=False)
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "result.json").exists()
     runs = run_sweep(cfg, jobs=2, quiet=True)  # 2 jobs: 1 thread, as the shared CPU prefers
     assert runs.status.tolist() == ["completed"]

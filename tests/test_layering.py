@@ -20,7 +20,7 @@ import pytest
 import lowbit
 
 ROOT = Path(lowbit.__file__).parent
-FLOORS = [("formats",), ("ops", "lowbit"), ("nn",), ("train", "ptq", "search", "cost", "export", "distributed"),
+FLOORS = [("formats",), ("ops", "lowbit"), ("nn",), ("train", "train_amp", "train_checkpoint", "train_usage", "ptq", "search", "cost", "export", "distributed"),
           ("experiments",), ("report",), ("cli",)]
 BASE = ("models", "data", "checkpoint")        # below nn, beside formats/ops: no quantization
 UTIL = ("registry",)                           # imports nothing of lowbit; anyone may import it

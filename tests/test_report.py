@@ -84,7 +84,8 @@ def test_build_report(results_dir, tmp_path):
     page = build_report(results_dir, tmp_path)
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["accuracy_heatmap.png", "accuracy_vs_epoch.png", "generalisation_gap.png",
-                    "loss_vs_epoch.png", "resources.png"]
+                    "learning_rate.png", "loss_vs_epoch.png", "memory_comparison.png", "memory_usage.png",
+                    "training_time.png"]  # no usage columns: no hardware plot
     assert all((tmp_path / p).stat().st_size > 5000 for p in pngs)
     html = page.read_text()
     assert html.count('src="data:image/png;base64,') == len(pngs)
@@ -119,7 +120,7 @@ def test_cli_report_sweep_with_ptq_sections(results_dir, tmp_path, capsys):
     assert cli_report([str(sweep), "--include", str(other), "--out", str(tmp_path / "r")]) == 0
     html = (tmp_path / "r" / "index.html").read_text()
     assert "Failed runs" in html and "Environment" in html          # the sweep report as before
-    assert html.count('src="data:image/png;base64,') == 5 + 2      # 5 sweep figures + 1 per ptq section
+    assert html.count('src="data:image/png;base64,') == 8 + 2      # 8 sweep figures + 1 per ptq section
     assert html.count("Post-training quantization: ") == 2 and "other_ptq" in html
     assert html.count('alt="W x A sweep (parallel coordinates)"') == 2
     assert len(re.findall(r"<td>int4</td>\s*<td>int8</td>", html)) == 2
@@ -162,6 +163,6 @@ def test_html_renders_in_headless_chromium(results_dir, tmp_path):
     found = re.search(r"imgs=(\d+) loaded=(\d+) rows=(\d+)", dom)
     assert found, dom[-2000:]
     imgs, loaded, rows = map(int, found.groups())
-    assert imgs == 5 and loaded == 5
+    assert imgs == 8 and loaded == 8
     assert rows > 20
     assert "<td>fp4_e2m1</td>" in dom

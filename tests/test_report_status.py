@@ -75,7 +75,7 @@ def test_plots_carry_status(runs_dir, tmp_path, monkeypatch):
     real_annotate = plots.plt.Axes.annotate
     monkeypatch.setattr(plots.plt.Axes, "annotate", lambda self, s, *a, **k: (
         notes.append(s), real_annotate(self, s, *a, **k))[1])
-    assert plots.resources(runs, tmp_path / "r.png") is not None
+    assert plots.training_time(runs, tmp_path / "r.png") is not None
     assert "[diverged]" in notes  # mlp fp4's bars
     legends = []
     real_legend = plots.plt.Axes.legend

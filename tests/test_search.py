@@ -169,9 +169,11 @@ def test_evolutionary_resumes_from_sqlite(mlp, splits, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     p = _problem(mlp, splits)
     r1 = run_search(p, "evolutionary", n_trials=3, storage=storage, study_name="t")
-    r2 = run_search(_problem(mlp, splits), "evolutionary", n_trials=2, storage=storage, study_name="t")
-    assert r1.extra["n_trials_total"] == 3 and r2.extra["n_trials_total"] == 5
+    r2 = run_search(_problem(mlp, splits), "evolutionary", n_trials=5, storage=storage, study_name="t")
+    assert r1.extra["n_trials_total"] == 3 and r2.extra["n_trials_total"] == 5   # n_trials: the total
     assert r2.n_evaluations <= 2                 # stored trials are not evaluated again
+    r3 = run_search(_problem(mlp, splits), "evolutionary", n_trials=4, storage=storage, study_name="t")
+    assert r3.extra["n_trials_total"] == 5 and r3.n_evaluations == 0   # enough already: none new
     with pytest.raises(ValueError, match="another search space"):
         run_search(_problem(mlp, splits, formats="int4,int8"), "evolutionary", n_trials=1, storage=storage,
                    study_name="t")
@@ -280,3 +282,47 @@ def test_cli_bad_input_exits_2_with_one_line(ckpt, argv, words, capsys):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     for w in words:
         assert w in err, (w, err)
+
+
+def test_evolutionary_cli_killed_mid_trial_then_resumed(tmp_path):
+    """A real SIGKILL while a trial runs: the resumed search marks that trial failed and runs only
+    the trials still missing from the --n-trials total."""
+    pytest.importorskip("optuna")
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    db = tmp_path / "study.db"
+    cmd = [sys.executable, "-m", "lowbit.cli", "search", "--model", "mlp", "--dataset", "digits", "--train-quick",
+           "--formats", "int2,int4,int8", "--strategy", "evolutionary", "--n-trials", "8",
+           "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "out")]
+
+    def states():
+        try:
+            with sqlite3.connect(db) as con:
+                return dict(con.execute("select state, count(*) from trials group by state").fetchall())
+        except sqlite3.Error:
+            return {}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            s = states()
+            if s.get("COMPLETE", 0) >= 2 and s.get("RUNNING", 0) >= 1:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    killed = states()
+    assert killed.get("RUNNING", 0) >= 1 and killed.get("COMPLETE", 0) < 8  # left mid-trial
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    after = states()
+    assert after.get("COMPLETE") == 8 and "RUNNING" not in after
+    assert after.get("FAIL", 0) == killed["RUNNING"]
+    assert f"{8 - killed['COMPLETE']} new trials ({killed['COMPLETE']} complete before" in out.stdout
+    assert "interrupted by an earlier kill marked failed" in out.stdout

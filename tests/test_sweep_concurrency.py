@@ -53,7 +53,7 @@ def test_worker_leaves_a_claimed_run_alone(tmp_path):
     spec = expand(cfg)[0]
     run_dir = tmp_path / "runs" / spec.run_id
     claim = try_claim(run_dir)
-    assert execute(spec.to_dict(), str(run_dir), 1, None, None, redirect=False) == CLAIMED
+    assert execute(spec.to_dict(), str(run_dir), None, None, redirect=False) == CLAIMED
     claim.release()
     assert sorted(p.name for p in run_dir.iterdir()) == ["claim.lock"]  # nothing written
 
@@ -107,7 +107,7 @@ def test_damaged_checkpoint_is_quarantined_and_run_restarts(tmp_path, monkeypatc
         ckpt.write_bytes(damage)
     with pytest.warns(RuntimeWarning, match=r"checkpoint .*checkpoint\.pt.* cannot be resumed.*"
                       r"moved to .*checkpoint\.pt\.damaged-.*restarts from scratch"):
-        status = execute(spec.to_dict(), str(run_dir), 1, None, None, redirect=False)
+        status = execute(spec.to_dict(), str(run_dir), None, None, redirect=False)
     assert status == "completed"
     aside = list(run_dir.glob("checkpoint.pt.damaged-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == (
@@ -116,6 +116,6 @@ def test_damaged_checkpoint_is_quarantined_and_run_restarts(tmp_path, monkeypatc
     assert [r["epoch"] for r in result["epochs"]] == [1, 2]
     # from scratch means bit for bit the run of a clean folder
     clean = tmp_path / "clean"
-    assert execute(spec.to_dict(), str(clean), 1, None, None, redirect=False) == "completed"
+    assert execute(spec.to_dict(), str(clean), None, None, redirect=False) == "completed"
     ref = json.loads((clean / "result.json").read_text())
     assert [r["train_loss"] for r in ref["epochs"]] == [r["train_loss"] for r in result["epochs"]]

@@ -68,3 +68,61 @@ def test_wandb_offline_run_written(request, monkeypatch):
     assert mirror_sweep(sweep, "wandb") == 2
     runs = sorted((sweep / "wandb").glob("**/offline-run-*"))
     assert len(runs) == 2 and all(any(r.glob("*.wandb")) for r in runs)
+
+
+def test_mlflow_mirror_is_idempotent_and_batched(request, monkeypatch, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    import json
+    import shutil
+    src = request.getfixturevalue("sweep")
+    out = tmp_path / "copy"
+    shutil.copytree(src / "runs", out / "runs")
+    calls = {"log_batch": 0}
+    real = mlflow.MlflowClient.log_batch
+
+    def counting(self, *a, **kw):
+        calls["log_batch"] += 1
+        return real(self, *a, **kw)
+
+    def per_value(self, *a, **kw):
+        raise AssertionError("one call per value")
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", counting)
+    monkeypatch.setattr(mlflow.MlflowClient, "log_metric", per_value)
+    monkeypatch.setattr(mlflow.MlflowClient, "log_param", per_value)
+    assert mirror_sweep(out, "mlflow") == 2
+    assert calls["log_batch"] == 4  # per run: one batch of params, one of metrics
+    assert mirror_sweep(out, "mlflow") == 2  # again: nothing new
+    assert calls["log_batch"] == 4
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri(out))
+    (exp,) = [e for e in client.search_experiments() if e.name == "trk"]
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.data.tags["lowbit.run_id"] for r in runs) == sorted(p.name for p in (out / "runs").iterdir())
+    assert len(client.get_metric_history(runs[0].info.run_id, "val_acc")) == 2
+    # a run that was re-run (a newer result): its tracker copy is replaced, not duplicated
+    path = out / "runs" / runs[0].data.tags["lowbit.run_id"] / "result.json"
+    result = json.loads(path.read_text())
+    result["finished"] += 10
+    path.write_text(json.dumps(result))
+    assert mirror_sweep(out, "mlflow") == 2
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2 and {r.data.tags["lowbit.finished"] for r in runs} >= {repr(result["finished"])}
+
+
+def test_background_logger_is_off_the_critical_path_and_reports_errors(capsys, tmp_path):
+    import time
+    from lowbit.experiments.tracking import BackgroundLogger
+    done = []
+
+    def slow(result, out_dir):
+        time.sleep(0.3)
+        if result["run_id"] == "bad":
+            raise RuntimeError("tracker down")
+        done.append(result["run_id"])
+    log = BackgroundLogger("mlflow", slow, tmp_path)
+    t0 = time.perf_counter()
+    for rid in ("a", "bad", "c"):
+        log({"run_id": rid})
+    assert time.perf_counter() - t0 < 0.2  # queued, not logged, on the caller's thread
+    assert log.close() == 1 and done == ["a", "c"]
+    err = capsys.readouterr().err
+    assert err.count("warning: --log mlflow:") == 1 and "bad: RuntimeError: tracker down" in err

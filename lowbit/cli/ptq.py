@@ -46,6 +46,9 @@ def add_parser(sub):
     add_backend_arg(p, default="auto")
     p.add_argument("--out", default="runs/ptq", help="output directory for ptq_results.csv (default runs/ptq)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    p.add_argument("--log", choices=("tensorboard", "mlflow", "wandb"), default=None,
+                   help="also log each W x A row as a tracker run under --out (parallel coordinates "
+                   "in the tracker's UI; needs that package; wandb runs offline)")
     return p
 
 
@@ -73,6 +76,9 @@ def run(args) -> int:
     recipe = read_recipe("--recipe", args.recipe) if args.recipe else None
     cfg = _config(args)
     out = check_out(args.out)
+    if args.log:
+        from lowbit.experiments.tracking import make_logger
+        make_logger(args.log, out)    # a missing tracker package fails now, not after the sweep
     src = load_source(args, out)
     model, splits = src.model, src.splits
     meta = {**src.meta(), **provenance()}
@@ -84,6 +90,9 @@ def run(args) -> int:
         rows = ptq_sweep(model, splits, weights, acts, cfg, seed=args.seed, meta=meta)
     path = write_csv(rows, out / "ptq_results.csv")
     page = _report(src, rows, recipe, cfg, out)
+    if args.log:
+        from lowbit.experiments.tracking import log_ptq
+        log_ptq(rows, args.log, out, sweep=f"ptq-{src.name}")
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
     else:

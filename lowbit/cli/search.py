@@ -28,6 +28,9 @@ def add_space_args(p) -> None:
                    help="data to score on (default val)")
     p.add_argument("--eval-samples", type=int, default=None, help="use only the first N samples of the split")
     p.add_argument("--energy", default="horowitz", help="energy model: horowitz, relative, or a YAML/JSON file")
+    p.add_argument("--sensitivity-on", default="logits", choices=("logits", "output"),
+                   help="what the l2 / sqnr sensitivity compares: the model's logits (default) or the layer's "
+                        "own output y_l (the energy-aware seed's S_l = ||y_l^full - y_l^quant||_2)")
     p.add_argument("--out", default=None, help="output folder")
     add_backend_arg(p)
 
@@ -70,7 +73,8 @@ def add_parser(sub):
                    help="largest accuracy drop below fp32, percentage points (default 1.0)")
     p.add_argument("--budget-size-kb", type=float, help="weight size budget, KiB (1024 bytes)")
     p.add_argument("--budget-bitops", type=float, help="BitOps per sample budget")
-    p.add_argument("--budget-energy", type=float, help="energy per sample budget (pJ)")
+    p.add_argument("--budget-energy", type=float, help="energy per sample budget: pJ (--energy horowitz or a constants file), relative units "
+                        "(--energy relative)")
     p.add_argument("--budget-instructions", type=float, help="instructions per sample budget")
     p.add_argument("--objective", choices=tuple(METRICS), default=None,
                    help="cost axis (default: the budget's metric, else size)")
@@ -93,11 +97,17 @@ def add_parser(sub):
     p.add_argument("--method", default=None,
                    help="sensitivity method for percentile (default l2) / ilp (default hessian)")
     p.add_argument("--percentiles", default=None, help="percentile cut points, e.g. 25,75")
+    p.add_argument("--percentile-sweep", default="default", metavar="SETS",
+                   help="percentile: more cut sets to evaluate for the Pareto plot, ';'-separated (e.g. "
+                        "'10,90;25,75;50,50'); 'default': every non-decreasing set from 10,25,50,75,90 "
+                        "(15 for three formats); 'none': only --percentiles. The uniform baselines (every "
+                        "layer in one format) are always evaluated too")
     p.add_argument("--max-points", type=int, default=None,
                    help="exhaustive (default 1024) / binary (default 2^20): prune tiny layers above this many points")
     p.add_argument("--prune-pct", type=float, default=1.0,
                    help="layers below this %% of MACs are pruned first, fixed at the dearest format (default 1)")
-    p.add_argument("--n-trials", type=int, default=40, help="evolutionary: trials to run (default 40)")
+    p.add_argument("--n-trials", type=int, default=40, help="evolutionary: complete trials in total, "
+                   "across resumes of a --storage study (a resumed search runs the missing ones; default 40)")
     p.add_argument("--storage", default=None, help="evolutionary: Optuna storage, e.g. sqlite:///runs/study.db")
     p.add_argument("--study-name", default="lowbit-search", help="evolutionary: study name")
     p.add_argument("--ilp-sweep", type=int, default=0, help="ilp: also solve this many budgets to trace a front")
@@ -115,6 +125,8 @@ def _options(args) -> dict:
         except ValueError:
             raise UsageError(f"--percentiles {args.percentiles!r} is not allowed; "
                              f"allowed: numbers such as 25,75") from None
+    if s == "percentile":
+        opt.update(sweep=_percentile_sweep(args), baselines=True)
     if s in ("exhaustive", "binary"):
         if args.max_points is not None:
             opt["max_points"] = args.max_points
@@ -124,6 +136,22 @@ def _options(args) -> dict:
     if s == "ilp" and args.ilp_sweep:
         opt["sweep"] = args.ilp_sweep
     return opt
+
+
+def _percentile_sweep(args) -> tuple:
+    """``--percentile-sweep``: 'none', 'default' (:func:`lowbit.search.strategies.default_sweep`) or sets."""
+    from lowbit.search import parse_choices
+    from lowbit.search.strategies import default_sweep
+    text = args.percentile_sweep.strip()
+    if text == "none":
+        return ()
+    if text == "default":
+        return default_sweep(len(parse_choices(args.formats, args.acts)))
+    try:
+        return tuple(tuple(float(v) for v in part.split(",")) for part in text.split(";") if part.strip())
+    except ValueError:
+        raise UsageError(f"--percentile-sweep {args.percentile_sweep!r} is not allowed; allowed: 'default', "
+                         f"'none' or ';'-separated cut sets such as '10,90;25,75'") from None
 
 
 def _budgets(args) -> dict:
@@ -155,7 +183,8 @@ def run(args) -> int:
     from lowbit.cli.export_c import c_check
     src, space, data = space_and_data(args, c_check if target == "c" else None)
     with _evaluator(target, src, data, args) as ev:
-        problem = Problem(src.model, space, ev, objective, budgets, args.max_acc_drop, energy, seed=args.seed)
+        problem = Problem(src.model, space, ev, objective, budgets, args.max_acc_drop, energy, seed=args.seed,
+                          sensitivity_kwargs={"on": args.sensitivity_on})
         result = run_search(problem, args.strategy, finetune_epochs=args.finetune_epochs, splits=src.splits,
                             **options)
     paths = result.save(args.out)
@@ -212,15 +241,22 @@ def _print_speedup(result, space, path):
 
 
 def _print_result(result, args, space):
-    from lowbit.search.costing import METRICS
+    from lowbit.search.costing import METRICS, units
     layers = result.layer_table()
     cols = [c for c in ("layer", "type", "macs", "params", "format", "weight_bytes", "bitops", "energy_pj")
             if c in layers]
     print(f"chosen assignment ({args.strategy}, {len(space.free)} free layers, formats {', '.join(space.labels)}):")
-    print(table(layers[cols]))
+    unit = units(result.energy)
+    rel = {"energy_pj": "energy_rel"} if unit["energy"].startswith("relative") else {}
+    print(table(layers[cols].rename(columns=rel)))
     c = result.chosen
     print(str(result))
-    print("cost: " + ", ".join(f"{m} {c[m]:.4g}" for m in METRICS if m in c))
+    print("cost: " + ", ".join(f"{m} {c[m]:.4g} {unit[m]}" for m in METRICS if m in c)
+          + f" (energy model {getattr(result.energy, 'name', 'horowitz')})")
+    if args.strategy == "percentile":
+        cols = [k for k in ("strategy", "percentiles", "size", "energy", "acc", "pareto", "chosen") if k in result.table]
+        print(f"points for the Pareto plot (energy in {unit['energy']}):")
+        print(table(result.table[cols]))
     ft = result.finetune
     if ft:
         print(f"QAT fine-tuning {ft['epochs']} epochs: val acc {100 * ft['val_acc_before']:.2f}% -> "

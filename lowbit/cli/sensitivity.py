@@ -39,12 +39,13 @@ def run(args) -> int:
     if args.probe is not None and args.probe not in space.labels:
         raise UsageError(f"--probe {args.probe!r} is not allowed; allowed: {', '.join(space.labels)}")
     df = layer_sensitivity(src.model, space, data, methods, hessian_probes=args.hessian_probes,
-                           calib_samples=args.calib_samples, seed=args.seed)
+                           calib_samples=args.calib_samples, seed=args.seed, on=args.sensitivity_on)
     paths = write_sensitivity(df, args.out, args.probe)
     page = render_search_report(args.out)
     probe = args.probe or space.labels[0]
+    on = {"logits": "the model's logits", "output": "each layer's own output"}[args.sensitivity_on]
     print(f"sensitivity of {len(space.free)} layers x {len(space.choices)} formats on {len(data)} {args.eval_split} "
-          f"samples, at {probe} (rank 1 = most sensitive):")
+          f"samples, at {probe}; l2 / sqnr on {on} (rank 1 = most sensitive):")
     print(table(ranking(df, probe)))
     agree = rank_agreement(df, probe)
     if len(agree):

@@ -14,9 +14,10 @@ from lowbit.data.registry import (DatasetSplits, TensorSplit, default_root, list
                                   load_dataset, register_dataset)
 from lowbit.data import builtin, cifar, idx, imagefolder  # noqa: F401  (fill the registry)
 from lowbit.data.loader import iterate_batches, num_batches
+from lowbit.data.resize import resize_splits
 from lowbit.data.augment import (Augmentation, get_augmentation, list_augmentations, normalize,
                                  register_augmentation)
 
-__all__ = ["load_dataset", "list_datasets", "register_dataset", "DatasetSplits", "TensorSplit",
+__all__ = ["resize_splits", "load_dataset", "list_datasets", "register_dataset", "DatasetSplits", "TensorSplit",
            "default_root", "iterate_batches", "num_batches", "get_augmentation",
            "list_augmentations", "register_augmentation", "Augmentation", "normalize"]

@@ -12,9 +12,13 @@ with ``cfg.seed`` (so ``cfg.batch_size`` is the *global* batch), takes the sampl
 ``world / global_batch``, so DDP's gradient average equals the full-batch mean gradient even
 when the last batch does not split evenly. The lr schedule, optimizer and metrics (train loss
 and accuracy summed over ranks; validation and test evaluated on each rank's full copy) are
-those of ``train``. Not supported here: BatchNorm statistics are per rank (use
-``nn.SyncBatchNorm.convert_sync_batchnorm`` for equality), early stopping, and mid-run
-checkpoints (an interrupted run starts again).
+those of ``train``. BatchNorm layers become :class:`~lowbit.distributed.syncbn.GlobalBatchNorm`
+(statistics over the global batch, on CPU too), and in the training forward the dynamic
+``tensor``/``channel`` scales of the fake quantizers are reduced over the ranks
+(:func:`lowbit.ops.shared_scales.shared_scales` with an all-reduce MAX), so activation scales are
+those of the whole batch, as in one process. Not supported here: gradient quantizers keep per-rank
+scales (a warning says so), LSQ scales initialised from each rank's first batch, early stopping,
+and mid-run checkpoints (an interrupted run starts again).
 
 Backend: gloo on CPU, nccl on CUDA (one GPU per rank, ``LOCAL_RANK``).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -30,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowbit.data import get_augmentation, iterate_batches, normalize
+from lowbit.distributed.syncbn import convert_batchnorm
+from lowbit.ops.shared_scales import shared_scales
 from lowbit.train import (TrainConfig, amp_dtype, evaluate, resolve_device, setup_optimization,
                           summarize)
 
@@ -50,6 +57,8 @@ def train_ddp(model: nn.Module, splits, cfg: TrainConfig, on_epoch=None) -> dict
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     dtype = amp_dtype(cfg.amp, device)
+    model = convert_batchnorm(model)
+    _warn_grad_quantizers(model)
     model.to(device)
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
                                               else None)
@@ -91,7 +100,8 @@ def _epoch(ddp, batches, splits, cfg, opt, sched, dtype, rank, world):
     for xb, yb in batches:
         n = len(yb)
         xb, yb = shard(normalize(xb, splits.mean, splits.std), rank, world), shard(yb, rank, world)
-        with torch.autocast(xb.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(xb.device.type, dtype=dtype, enabled=dtype is not None), \
+                shared_scales(_all_max):
             out = ddp(xb)
         loss_sum = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing,
                                    reduction="sum")
@@ -109,3 +119,18 @@ def _epoch(ddp, batches, splits, cfg, opt, sched, dtype, rank, world):
         totals += step
     seen = max(totals[2].item(), 1)
     return totals[0].item() / seen, totals[1].item() / seen, int(totals[2].item())
+
+
+def _all_max(t: torch.Tensor) -> torch.Tensor:
+    """Elementwise max of ``t`` over all ranks (a new tensor)."""
+    t = t.detach().clone().contiguous()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
+def _warn_grad_quantizers(model: nn.Module) -> None:
+    from lowbit.nn import GradQuantizer
+    if any(isinstance(m, GradQuantizer) for m in model.modules()):
+        warnings.warn("DDP: gradient quantizers compute their dynamic scales per rank (the backward "
+                      "runs outside lowbit's shared scales), so a run with quantized grads does not "
+                      "match one process exactly", stacklevel=3)

@@ -52,9 +52,11 @@ def fp32_footprint(model: nn.Module) -> dict:
 
 
 def apply_precision(model: nn.Module, precision: str, quantize: tuple[str, ...],
-                    softmax: str | None, input_shape: tuple[int, ...]
+                    softmax: str | None, input_shape: tuple[int, ...], keep_first_last: bool = False,
+                    learn_weight: str | None = None, learn_act: str | None = None
                     ) -> tuple[list[dict], dict, dict]:
-    """Quantize ``model`` in place.
+    """Quantize ``model`` in place (``keep_first_last``, ``learn_weight``, ``learn_act``: see
+    :func:`lowbit.nn.make_recipe`; a ``recipe:`` precision ignores them).
 
     Returns (per-layer assignment rows, footprint columns, full footprint dict). The columns are
     the footprint's scalar entries prefixed with ``footprint_`` (so they never clash with config
@@ -72,7 +74,9 @@ def apply_precision(model: nn.Module, precision: str, quantize: tuple[str, ...],
     if prec.startswith(RECIPE):
         recipe = load_recipe_precision(prec)  # the recipe decides every layer; targets/softmax unused
     else:
-        recipe = recipe_for_precision(prec, targets=tuple(quantize), softmax=softmax)
+        recipe = recipe_for_precision(prec, targets=tuple(quantize), softmax=softmax,
+                                      keep_first_last=keep_first_last, learn_weight=learn_weight,
+                                      learn_act=learn_act)
     assignment = quantize_model(model, recipe)
     fp = footprint(model, assignment, input_shape).to_dict()
     columns = {f"footprint_{k}": v for k, v in fp.items()

@@ -5,8 +5,10 @@ child processes (the default, ``jobs`` at a time) or ``ray`` tasks. Either way a
 recorded and the sweep goes on.
 
 Re-running a sweep skips runs whose ``result.json`` says completed, early_stopped or diverged,
-re-runs failed ones, and resumes interrupted ones from their checkpoint. The tables cover the
-runs of the current config only; other run folders in ``out_dir`` are left alone. Several sweep
+re-runs failed ones, and resumes interrupted ones from their checkpoint. Results accumulate: the
+tables (``results/``) are rebuilt from every run folder in ``out_dir``, so a second sweep into the
+same folder, or a ``--set`` slice of the first, adds its runs to the earlier ones instead of
+replacing them (each row carries its full config; delete a run folder to drop it). Several sweep
 processes may share one ``out_dir``: each run is trained once, by the process that claims it
 (:mod:`lowbit.experiments.claim`); the others wait for it and report its result. A damaged
 ``checkpoint.pt`` in a run folder is moved aside (``checkpoint.pt.damaged-*``, with a warning in
@@ -17,6 +19,7 @@ As with any multiprocessing code, a script that calls :func:`run_sweep` needs th
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +30,7 @@ from lowbit.distributed.cores import cpu_count
 from lowbit.experiments import store
 from lowbit.experiments.executors import Executor, make_executor
 from lowbit.experiments.grid import RunSpec, expand
+from lowbit.experiments.legacy import adopt_legacy
 from lowbit.experiments.progress import Progress
 from lowbit.experiments.schema import SweepConfig
 from lowbit.train import TERMINAL
@@ -37,11 +41,17 @@ def is_finished(run_dir: Path) -> bool:
     return result is not None and result.get("status") in TERMINAL
 
 
-def prepare(cfg: SweepConfig) -> list[RunSpec]:
-    """Expand ``cfg``, write ``sweep.yaml`` and each run's ``config.yaml``; return the runs."""
+def prepare(cfg: SweepConfig, notes: list[str] | None = None, world_size: int = 1) -> list[RunSpec]:
+    """Expand ``cfg``, write ``sweep.yaml`` and each run's ``config.yaml``; return the runs.
+
+    Run folders from before the thread count joined the run id are adopted where they match
+    (:mod:`lowbit.experiments.legacy`); a line per one that does not is appended to ``notes``.
+    ``world_size``: the runs as DDP runs over that many ranks (their own ids, see ``expand``)."""
     out = cfg.results_dir
-    specs = expand(cfg)
+    specs = expand(cfg, world_size)
     store.write_yaml(out / "sweep.yaml", cfg.to_dict())
+    if (out / "runs").is_dir() and world_size == 1:
+        (notes if notes is not None else []).extend(adopt_legacy(out, specs))
     for spec in specs:
         path = out / "runs" / spec.run_id / "config.yaml"
         if not path.exists():
@@ -50,17 +60,19 @@ def prepare(cfg: SweepConfig) -> list[RunSpec]:
 
 
 def auto_jobs(cfg: SweepConfig) -> int:
-    """Default parallelism: one run per core with one thread each on CPU (small models train
-    faster that way than with several threads per run), one run at a time on a GPU."""
+    """Default parallelism: as many runs as the cores hold at ``cfg.threads`` torch threads each
+    on CPU (small models train faster as one-thread runs side by side than with several threads
+    per run), one run at a time on a GPU."""
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         return 1
-    return cpu_count()
+    return max(1, cpu_count() // cfg.threads)
 
 
 def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | None = None,
               quiet: bool = False, executor: str | Executor = "local", address: str | None = None,
               on_result: Callable[[dict], None] | None = None) -> pd.DataFrame:
-    """Run every run of ``cfg`` not yet finished; return the runs table (``results/runs``).
+    """Run every run of ``cfg`` not yet finished; return the runs table (``results/runs``: every
+run in ``cfg.out_dir``, this sweep's and earlier ones').
 
     ``executor``: "local" (child processes, ``jobs`` in parallel; None: :func:`auto_jobs`), "ray"
     (Ray tasks with ``cfg.resources``, in-process Ray or the cluster at ``address``), or an
@@ -72,8 +84,10 @@ def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | No
         executor = make_executor(executor, jobs=auto_jobs(cfg) if jobs is None else jobs,
                                  address=address)
     out = cfg.results_dir
-    specs = prepare(cfg)
-    ids = [s.run_id for s in specs]
+    notes: list[str] = []
+    specs = prepare(cfg, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     todo = [s for s in specs if not is_finished(out / "runs" / s.run_id)]
     if todo:
         prog = progress or Progress(len(specs), done=len(specs) - len(todo), quiet=quiet)
@@ -81,12 +95,12 @@ def run_sweep(cfg: SweepConfig, jobs: int | None = None, progress: Progress | No
         def finished(result: dict) -> None:
             if on_result is not None:
                 on_result(result)
-            store.rebuild_tables(out, ids)
+            store.rebuild_tables(out)
         try:
             executor.run(cfg, todo, prog, finished)
         except BaseException:
-            store.rebuild_tables(out, ids)
+            store.rebuild_tables(out)
             raise
         finally:
             prog.close()
-    return store.rebuild_tables(out, ids)["runs"]
+    return store.rebuild_tables(out)["runs"]

@@ -29,13 +29,18 @@ from lowbit.ops.backend import BACKENDS as QUANT_BACKENDS  # declared once, in l
 from lowbit.train import AMP_MODES, DEVICES, OPTIMIZERS, TrainConfig
 
 GRID_KEYS = ("models", "activations", "datasets", "precisions", "softmax_precisions", "quantize",
-             "augmentations", "seeds")
+             "augmentations", "amps", "seeds")
 QUANTIZE_TARGETS = ("weights", "activations")  # the default
 try:  # every target lowbit.nn's recipe_for_precision understands
     from lowbit.nn.presets import TARGETS as ALL_TARGETS
 except ImportError:
     ALL_TARGETS = ("weights", "inputs", "activations", "softmax", "attention", "grads")
+try:
+    from lowbit.nn.specs import LEARN_ACT, LEARN_WEIGHT
+except ImportError:
+    LEARN_WEIGHT, LEARN_ACT = ("lsq", "codebook"), ("lsq", "codebook")
 SOFTMAX_SAME = "same"  # softmax in the run's own precision
+DEFAULT_THREADS = 1  # torch threads per run unless the config says otherwise (never the executor's)
 RESOURCE_KEYS = ("cpus", "gpus")  # per-run resources a cluster executor reserves (lowbit.experiments.executors)
 
 
@@ -54,7 +59,9 @@ class DataConfig:
     initialisation, order and augmentation. ``train_subset`` / ``eval_subset`` keep at most that
     many samples of train / of val and test each (a fixed random subset drawn with
     ``split_seed``), for quick runs. ``root`` is the directory of file-based datasets.
-    ``on_bad_file`` (imagefolder): ``skip`` an unreadable image with a warning in the run's log, or
+    ``resize``: resize every image to this many pixels a side (bilinear, before augmentation;
+    :func:`lowbit.data.resize_splits`) and build the model for that input size, e.g. 224 for a
+    ViT made for 224 x 224 inputs; null keeps the dataset's size. ``on_bad_file`` (imagefolder): ``skip`` an unreadable image with a warning in the run's log, or
     fail the run with an ``error`` naming it.
     """
 
@@ -64,6 +71,7 @@ class DataConfig:
     train_subset: int | None = None
     eval_subset: int | None = None
     on_bad_file: str = "skip"
+    resize: int | None = None
 
     def __post_init__(self):
         if self.on_bad_file not in ("skip", "error"):
@@ -71,7 +79,7 @@ class DataConfig:
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction: expected a number in [0, 1), "
                               f"got {self.val_fraction!r}")
-        for key in ("train_subset", "eval_subset"):
+        for key in ("train_subset", "eval_subset", "resize"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"data.{key}: expected null or an int >= 1, got {value!r}")
@@ -88,7 +96,17 @@ class SweepConfig:
     ``quant_backend``: lowbit's fake-quant kernels (``with lowbit.backend(...)`` around each run):
     ``auto`` runs the native CPU kernels where they apply and compiles for large tensors elsewhere
     (seconds of compilation per run process); ``eager``, ``compiled`` and ``native`` force one.
-    Backends agree bit for bit, so it is not part of the run id. ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;
+    Backends agree bit for bit, so it is not part of the run id. ``threads``: the torch intra-op
+    threads of every run (``torch.set_num_threads``; default 1, whatever the executor). A thread
+    count changes how reductions are split, so the last bits of a result: it is part of the run id,
+    and local ``-j N``, Ray and a resumed run give the same bits for one id. ``amps``: mixed-precision
+    training modes (a grid axis: ``off``, ``fp16``, ``bf16``, ``auto``; :mod:`lowbit.train_amp`),
+    part of the run id and of every result row (column ``amp``). ``augmentation_kwargs``: options
+    of every preset, and per preset under its name (``{flip: false, extended: {degrees: 15}}``).
+    ``exclude``: grid points left out, each a mapping of grid keys to a value or a list of values
+    (``[{precisions: [fp8_e4m3], amps: [fp16, bf16]}]`` drops fp8 runs with AMP); a run is left out
+    when it matches every key of one entry. ``checkpoint_every``: keep ``checkpoint_epoch_N.pt``
+    every N epochs in each run folder (``lowbit run CONFIG --resume FILE`` restarts a run from one). ``resources``: what each run reserves on a cluster executor (``{cpus: 1, gpus: 0}``;
     ``lowbit run --executor ray``); the local executor ignores it. Not part of the run id either.
     """
 
@@ -108,29 +126,38 @@ class SweepConfig:
     optimizer: str = "adamw"
     lr: float = 1e-3
     momentum: float = 0.9
-    nesterov: bool = True
+    nesterov: bool = False     # SGD: plain momentum unless true
     weight_decay: float = 0.01
     label_smoothing: float = 0.0
     warmup_epochs: float = 0.0
     grad_clip: float | None = None
     patience: int | None = None
-    amp: str = "off"
+    amps: tuple[str, ...] = ("off",)
     device: str = "cpu"
     eval_batch_size: int = 512
+    checkpoint_every: int | None = None
     quant_backend: str = "auto"
+    threads: int = DEFAULT_THREADS
+    keep_first_last: bool = False
+    learn_weight: str | None = None
+    learn_act: str | None = None
     augmentation_kwargs: dict[str, Any] = field(default_factory=dict)
+    exclude: tuple[dict[str, Any], ...] = ()
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
 
     def __post_init__(self):
         validate_names(self)
+        if self.threads < 1:
+            raise ConfigError(f"threads: expected an int >= 1 (torch threads per run), "
+                              f"got {self.threads!r}")
         for key, value in self.resources.items():
             _choice("resources", key, list(RESOURCE_KEYS), "resource")
             if value < 0:
                 raise ConfigError(f"resources.{key}: expected a number >= 0, got {value!r}")
         try:
-            self.train_config(seed=0, augmentation="none")
+            self.train_config(seed=0, augmentation="none", amp="off")
         except ValueError as err:
             raise ConfigError(str(err)) from None
 
@@ -138,10 +165,20 @@ class SweepConfig:
     def results_dir(self) -> Path:
         return Path(self.out_dir or f"runs/{self.name}")
 
-    def train_config(self, seed: int, augmentation: str) -> TrainConfig:
-        keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "augmentation"}
-        return TrainConfig(seed=seed, augmentation=augmentation,
+    def train_config(self, seed: int, augmentation: str, amp: str = "off") -> TrainConfig:
+        keys = {f.name for f in dataclasses.fields(TrainConfig)} - {
+            "seed", "augmentation", "amp", "augmentation_kwargs"}
+        return TrainConfig(seed=seed, augmentation=augmentation, amp=amp,
+                           augmentation_kwargs=self.augmentation_options(augmentation),
                            **{k: getattr(self, k) for k in keys})
+
+    def augmentation_options(self, preset: str) -> dict[str, Any]:
+        """``augmentation_kwargs`` for ``preset``: the shared keys, then the preset's own mapping
+        (a key named after a preset, e.g. ``{flip: false, extended: {degrees: 15}}``) over them."""
+        presets = _augmentation_names()
+        shared = {k: v for k, v in self.augmentation_kwargs.items() if k not in presets}
+        own = self.augmentation_kwargs.get(preset, {})
+        return {**shared, **own} if preset != "none" else {}
 
     def to_dict(self) -> dict:
         """Plain YAML/JSON-ready dict (lists, not tuples)."""
@@ -171,6 +208,9 @@ def validate_names(cfg: SweepConfig) -> None:
         if not getattr(cfg, key):
             raise ConfigError(f"{key}: expected at least one value, got an empty list")
     for i, name in enumerate(cfg.models):
+        if name.startswith("timm:"):
+            _check_timm(f"models[{i}]", name, cfg)
+            continue
         _choice(f"models[{i}]", name, list_models(), "model")
     for i, name in enumerate(cfg.activations):
         try:
@@ -183,9 +223,15 @@ def validate_names(cfg: SweepConfig) -> None:
         _choice(f"augmentations[{i}]", name, list_augmentations(), "augmentation")
         try:
             if name != "none":
-                get_augmentation(name, 32, 3, **cfg.augmentation_kwargs)
-        except TypeError as err:
+                get_augmentation(name, 32, 3, **cfg.augmentation_options(name))
+        except (TypeError, ValueError) as err:
             raise ConfigError(f"augmentation_kwargs: {name}: {err}") from None
+    for name, value in cfg.augmentation_kwargs.items():
+        if name in list_augmentations() and not isinstance(value, dict):
+            raise ConfigError(f"augmentation_kwargs.{name}: expected a mapping of {name}'s options, got {value!r}")
+    for i, mode in enumerate(cfg.amps):
+        _choice(f"amps[{i}]", mode, list(AMP_MODES), "amp mode")
+    _check_exclude(cfg)
     for key, values in (("precisions", cfg.precisions),
                         ("softmax_precisions", cfg.softmax_precisions)):
         for i, name in enumerate(values):
@@ -202,14 +248,63 @@ def validate_names(cfg: SweepConfig) -> None:
     for i, targets in enumerate(cfg.quantize):
         for name in targets:
             _choice(f"quantize[{i}]", name, list(ALL_TARGETS), "quantize target")
+    for key, allowed in (("learn_weight", LEARN_WEIGHT), ("learn_act", LEARN_ACT)):
+        value = getattr(cfg, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}: unknown learnable quantizer {value!r}; allowed: null, {', '.join(allowed)}")
     for name in cfg.model_kwargs:
+        if name.startswith("timm:") and name in cfg.models:
+            continue
         _choice("model_kwargs", name, list_models(), "model")
         _check_model_kwargs(name, cfg.model_kwargs[name])
-    for key, allowed in (("optimizer", OPTIMIZERS), ("amp", AMP_MODES), ("device", DEVICES),
+    for key, allowed in (("optimizer", OPTIMIZERS), ("device", DEVICES),
                          ("quant_backend", QUANT_BACKENDS)):
         _choice(key, getattr(cfg, key), list(allowed), key)
     if not cfg.name or any(c in cfg.name for c in "/\\"):
         raise ConfigError(f"name: expected a non-empty name without slashes, got {cfg.name!r}")
+
+
+def _check_timm(key: str, name: str, cfg: SweepConfig) -> None:
+    """A ``timm:<arch>`` model: timm importable, the architecture known, the activations its own."""
+    from lowbit.models.timm_models import ACT_DEFAULT, timm_module
+    try:
+        timm = timm_module()
+    except ImportError as err:
+        raise ConfigError(f"{key}: {name!r}: {err}") from None
+    if name[len("timm:"):] not in timm.list_models():
+        raise ConfigError(f"{key}: unknown timm architecture {name[5:]!r}; allowed: timm.list_models()")
+    for act in cfg.activations:
+        if act not in ACT_DEFAULT:
+            raise ConfigError(f"activations: {act!r} with {name!r}; timm models keep their own activation, "
+                              f"allowed: {', '.join(ACT_DEFAULT)}")
+
+
+def _augmentation_names() -> set[str]:
+    from lowbit.data import list_augmentations
+    return set(list_augmentations())
+
+
+def _check_exclude(cfg: SweepConfig) -> None:
+    """Each ``exclude`` entry names grid keys only, with values that key can take."""
+    for i, entry in enumerate(cfg.exclude):
+        if not isinstance(entry, dict) or not entry:
+            raise ConfigError(f"exclude[{i}]: expected a non-empty mapping of grid keys to values, got {entry!r}")
+        for key, value in entry.items():
+            _choice(f"exclude[{i}]", key, [k for k in GRID_KEYS if k != "quantize"], "grid key")
+            values = value if isinstance(value, list) else [value]
+            allowed = list(getattr(cfg, key))
+            for v in values:
+                if v not in allowed:
+                    raise ConfigError(f"exclude[{i}].{key}: {v!r} is not in the sweep's {key}; "
+                                      f"allowed: {', '.join(map(str, allowed))}")
+
+
+def excluded(cfg: SweepConfig, point: dict) -> bool:
+    """Whether the grid point (grid key -> value, as written in the config) matches an ``exclude`` entry."""
+    for entry in cfg.exclude:
+        if all(point[k] in (v if isinstance(v, list) else [v]) for k, v in entry.items()):
+            return True
+    return False
 
 
 def _check_model_kwargs(name: str, kwargs) -> None:
@@ -278,10 +373,20 @@ def _normalize_quantize(value):
     return value
 
 
+def _yaml_off(value):
+    """YAML 1.1 reads a bare ``off`` as false: in AMP modes it means the mode "off"."""
+    if isinstance(value, list):
+        return [_yaml_off(v) for v in value]
+    return "off" if value is False else value
+
+
 def _build(cls, raw: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
+        if cls is SweepConfig and key == "amp":
+            raise ConfigError(f"amp: the AMP mode is the grid key amps (a list); got amp: {raw[key]!r}, "
+                              f"write amps: [{raw[key]}] (allowed modes: {', '.join(AMP_MODES)})")
         if key not in names:
             where = prefix.rstrip(".") or "config"
             raise ConfigError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(names))}")
@@ -289,6 +394,11 @@ def _build(cls, raw: dict, prefix: str = ""):
     for key, value in raw.items():
         if cls is SweepConfig and key == "quantize":
             value = _normalize_quantize(value)
+        if cls is SweepConfig and key == "amps":
+            value = _yaml_off(value)
+        if cls is SweepConfig and key == "exclude" and isinstance(value, list):
+            value = [{k: _yaml_off(v) if k == "amps" else v for k, v in e.items()}
+                     if isinstance(e, dict) else e for e in value]
         values[key] = _coerce(prefix + key, value, hints[key])
     return cls(**values)
 

@@ -32,7 +32,7 @@ RESULT_FILE = "result.json"
 TABLES = ("runs", "epochs", "summary")
 # Metrics averaged over seeds in summary tables.
 SEED_METRICS = ("best_val_acc", "test_acc_at_best", "final_test_acc", "final_val_acc", "gen_gap",
-                "convergence_epoch", "mean_epoch_time_s", "total_time_s", "peak_mem_mb")
+                "convergence_epoch", "mean_epoch_time_s", "total_time_s", "peak_mem_mb", "alloc_peak_mb")
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -4,7 +4,7 @@
     info = export_onnx(qmodel, "model.onnx", example_input, calib_x=calib_x)
     check = compare_onnx("model.onnx", info.model, x)              # max |onnxruntime - PyTorch|
 
-How: the model is traced with ``torch.fx`` (quantized layers and torch.nn modules are leaves) and the
+How: the model is traced by :mod:`lowbit.export.trace` (torch.fx; quantized layers and torch.nn modules are leaves) and the
 ONNX graph is built node by node with ``onnx.helper`` (opset 21), so no part of torch.onnx is needed.
 Supported graph ops: QLinear / nn.Linear (MatMul + Add), QConv2d / nn.Conv2d (Conv; groups, stride,
 padding, dilation; zero padding), BatchNorm1d/2d (eval statistics), ReLU / ReLU6 / LeakyReLU /
@@ -60,6 +60,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .trace import trace
 
 OPSET = 21
 
@@ -308,18 +310,6 @@ def _act(b: _Builder, x: str, q, where: str, info: OnnxInfo):
     return b.node("DequantizeLinear", [qx, s, z], "a_dq")
 
 
-def _tracer():
-    import torch.fx as fx
-
-    from lowbit.nn.modules import QuantLayer
-
-    class T(fx.Tracer):
-        def is_leaf_module(self, m, qualname):
-            return isinstance(m, QuantLayer) or super().is_leaf_module(m, qualname)
-
-    return T()
-
-
 SUPPORTED = ("Linear", "Conv2d", "BatchNorm1d/2d", "ReLU", "ReLU6", "LeakyReLU", "Sigmoid", "Tanh", "GELU",
              "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d(1)", "Flatten", "Identity", "Dropout", "add")
 
@@ -418,10 +408,7 @@ def build_graph(model: nn.Module, example: torch.Tensor, info: OnnxInfo, layout:
     if hooked:
         raise ValueError(f"quantizers on non-weight layers ({hooked[0].rsplit('.', 1)[0]}) are not exported; allowed: "
                          f"weight / input / output quantizers of Linear and Conv2d layers")
-    try:
-        graph = _tracer().trace(model)
-    except Exception as exc:  # noqa: BLE001 - torch.fx raises many types for untraceable code
-        raise UnsupportedOpError(f"the model cannot be traced by torch.fx ({' '.join(str(exc).split())[:200]})")
+    graph = trace(model, UnsupportedOpError).graph
     mods = dict(model.named_modules())
     b = _Builder()
     if layout not in LAYOUTS:

@@ -40,10 +40,12 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     fake-quantized model and the deployed graph do the same arithmetic."""
     import copy
 
-    import torch.fx as fx
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    from .onnx import UnsupportedOpError
+    from .trace import trace
     model = copy.deepcopy(model).eval()
-    graph = fx.Tracer().trace(model)
+    graph = trace(model, UnsupportedOpError).graph
     mods = dict(model.named_modules())
     for n in graph.nodes:
         if n.op != "call_module" or not isinstance(mods.get(n.target), (nn.BatchNorm1d, nn.BatchNorm2d)):

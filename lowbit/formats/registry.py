@@ -5,9 +5,12 @@ Grammar accepted by :func:`get_format` (case-insensitive):
 * registered canonical names (``list_formats()``): ``fp8_e4m3``, ``fp8_e5m2``, ``fp6_e3m2``,
   ``fp6_e2m3``, ``fp4_e2m1``, ``fp16``, ``bf16``, ``fp32``, ``e8m0``, ``mxfp8_e4m3``, ``mxfp8_e5m2``,
   ``mxfp6_e3m2``, ``mxfp6_e2m3``, ``mxfp4``, ``mxint8``, ``nvfp4``, ``nf4``, ``int2..int16``,
-  ``uint1..uint16``;
+  ``uint1..uint16``, ``fp2_4level``;
 * shorthands, always resolved to a canonical format (whose name is what results record):
   ``fp8 -> fp8_e4m3``, ``fp6 -> fp6_e3m2``, ``fp4 -> fp4_e2m1``, ``fp3 -> e2m0``, ``fp2 -> e1m0``;
+  ``fp2`` is the sign-magnitude minifloat e1m0: 4 codes but only 3 distinct values {-2, 0, 2} (+0 and
+  -0). ``fp2_4level`` is the 4-level 2-bit format of the precision-comparison study (its FP2's initial
+  values): the codebook {-1, 0, 1, 4}, codes 0..3 = the values in ascending order;
 * ``eXmY`` with 1 <= X <= 8 and 0 <= Y <= 10, optionally followed by a special-value policy
   (``ieee``, ``fn``, ``fnuz``, ``finite``), ``_b<bias>`` and ``_ftz`` (no subnormals). Defaults: bias
   2^(X-1)-1, subnormals on, policy ``finite`` (every code a number, saturating) for X <= 7 and ``ieee``
@@ -33,6 +36,9 @@ NF4_VALUES = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.394917488098144
               -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
               0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
               0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0)
+
+# The precision-comparison seed's FP2: 4 distinct levels in 2 bits (e1m0 = fp2 has 3: {-2, 0, 2}).
+FP2_4LEVEL_VALUES = (-1.0, 0.0, 1.0, 4.0)
 
 
 def register_format(fmt, name: str | None = None):
@@ -64,6 +70,7 @@ def _register_builtins():
         register_format(BlockFormat(el, 32, "e8m0", name=nm))
     register_format(BlockFormat(fp4_e2m1, 16, "e4m3", tensor_scale=True, name="nvfp4"))
     register_format(CodebookFormat(NF4_VALUES, name="nf4", scaling="tensor"))
+    register_format(CodebookFormat(FP2_4LEVEL_VALUES, name="fp2_4level"))
 
 
 _register_builtins()

@@ -43,7 +43,8 @@ def create_model(
     """Build the registered model ``name``.
 
     Args:
-        name: a name from ``list_models()``.
+        name: a name from ``list_models()``, or ``timm:<architecture>`` for a timm model
+            (:mod:`lowbit.models.timm_models`; ImportError when timm cannot be imported).
         num_classes: size of the classifier output.
         in_chans: input channels (1 for digits/MNIST, 3 for CIFAR/ImageNet).
         img_size: input height = width in pixels; models use it to choose
@@ -54,6 +55,10 @@ def create_model(
     Raises:
         ValueError: ``name`` is not registered.
     """
+    if isinstance(name, str) and name.startswith("timm:"):   # timm's models, when timm is importable
+        from lowbit.models.timm_models import create_timm_model
+        return create_timm_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                                 act=act, **kwargs)
     factory = MODELS.get(name)
     for key, value in (("num_classes", num_classes), ("in_chans", in_chans), ("img_size", img_size)):
         if not _is_int(value) or value < 1:

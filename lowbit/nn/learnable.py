@@ -159,14 +159,17 @@ class LearnableCodebook(nn.Module):
     ``values``: a format (name/object: its value set, e.g. fp2 -> {-2, 0, 2}, nf4, int4) or a list.
     ``scaling``: ``"tensor"`` (unit s = amax|x| / max|v_init| from the first forward, then fixed) or
     ``"none"`` (s = 1). State: ``values`` (Parameter), ``scale`` and ``initialized`` (buffers).
+    Used for weights (``learn_weight="codebook"``) and for activations (``learn_act="codebook"``: the
+    unit comes from the first batch's amax, then stays fixed like a calibrated scale).
     """
 
-    def __init__(self, values, scaling: str = "tensor"):
+    def __init__(self, values, scaling: str = "tensor", spec: QuantSpec | None = None):
         super().__init__()
         if scaling not in ("tensor", "none"):
             raise ValueError(f"scaling={scaling!r} is not allowed; allowed: tensor, none")
         vals = codebook_values(values)
         self.scaling = scaling
+        self.spec = spec  # the slot's spec (its format's bits count in footprints), None if built from a list
         self.values = nn.Parameter(torch.tensor(vals, dtype=torch.float32))
         self.ref_max = float(np.abs(vals).max())
         self.register_buffer("scale", torch.ones(()))
@@ -174,7 +177,7 @@ class LearnableCodebook(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: QuantSpec) -> "LearnableCodebook":
-        return cls(spec.format, "none" if spec.scaling == "none" else "tensor")
+        return cls(spec.format, "none" if spec.scaling == "none" else "tensor", spec)
 
     def sorted_values(self) -> torch.Tensor:
         return torch.sort(self.values).values

@@ -18,7 +18,7 @@ from lowbit.ops import QuantSpec
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(QuantSpec) if f.name != "format")
 LEARN_WEIGHT = ("lsq", "codebook")
-LEARN_ACT = ("lsq",)
+LEARN_ACT = ("lsq", "codebook")
 
 
 def _fail(msg: str):
@@ -221,7 +221,8 @@ class LayerSpec:
     ``grad``     the gradient flowing backward into the layer's output (low-precision training).
     ``learn_weight``  ``None`` (fixed, dynamic scales), ``"lsq"`` (learnable scale) or ``"codebook"``
                       (learnable codebook values initialised from the weight format's value set).
-    ``learn_act``     ``None`` or ``"lsq"`` (learnable scales for input/output quantizers).
+    ``learn_act``     ``None``, ``"lsq"`` (learnable scales for input/output quantizers) or ``"codebook"``
+                      (learnable codebook values for them, initialised from the slot format's values).
     """
 
     weight: SlotSpec | None = None

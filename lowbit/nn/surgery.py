@@ -108,6 +108,8 @@ def _weight_quantizer(spec, learn, weight):
 def _act_quantizer(spec, learn, nchw=False):
     if spec is None:
         return None
+    if learn == "codebook":
+        return LearnableCodebook.from_spec(spec)
     return LSQQuantizer(spec) if learn == "lsq" else FakeQuantizer(spec, nchw)
 
 

@@ -19,6 +19,7 @@ import torch
 from lowbit.formats.registry import get_format
 
 from . import kernels
+from .shared_scales import shared_scale
 from lowbit.formats.cast import ROUNDINGS
 
 SCALINGS = ("none", "tensor", "channel", "group", "block")
@@ -258,6 +259,8 @@ def quantize(x: torch.Tensor, fmt, *, scale=None, generator: torch.Generator | N
     if scale is not None:
         _check_scale(scale, spec)
         _check_scale_shape(scale, spec, x)
+    else:  # inside ``with shared_scales(...)`` (data parallel): the whole batch's scale
+        scale = shared_scale(x, spec)
     noise = None
     if spec.rounding == "stochastic":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)

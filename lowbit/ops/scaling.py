@@ -112,17 +112,33 @@ def _asym_qdq(x, fmt, scaling, axis, rounding, noise, scale):
     if scaling == "none":
         return int_cast(x, fmt, rounding, True, noise), None
     if scale is None:
-        dims = _reduce_dims(x, scaling, axis)
-        xf = torch.where(torch.isfinite(x), x, 0.0)
-        lo = _reduce(xf, "min", dims, keepdim=True).clamp(max=0)
-        hi = _reduce(xf, "max", dims, keepdim=True).clamp(min=0)
-        span = hi - lo
-        s = ratio_scale(torch.where(torch.isinf(span), 0.0, span), fmt.qmax)
-        s = torch.where(torch.isinf(span), hi / fmt.qmax - lo / fmt.qmax, s)  # hi - lo can exceed fp32's range
-        zp = torch.round(-lo / s).clamp(0, fmt.qmax)
+        s, zp = asym_scale(*asym_range(x, scaling, axis), fmt)
     else:
         s, zp = scale
     return (asym_codes(x, fmt, s, zp, rounding, noise) - zp) * s, (s, zp)
+
+
+def asym_range(x, scaling, axis):
+    """(lo, hi) of the finite values of ``x`` per scale, lo <= 0 <= hi (asymmetric formats)."""
+    dims = _reduce_dims(x, scaling, axis)
+    xf = torch.where(torch.isfinite(x), x, 0.0)
+    lo = _reduce(xf, "min", dims, keepdim=True).clamp(max=0)
+    hi = _reduce(xf, "max", dims, keepdim=True).clamp(min=0)
+    return lo, hi
+
+
+def asym_scale(lo, hi, fmt):
+    """(scale, zero point) of an asymmetric format for the range [lo, hi] (lo <= 0 <= hi)."""
+    span = hi - lo
+    s = ratio_scale(torch.where(torch.isinf(span), 0.0, span), fmt.qmax)
+    s = torch.where(torch.isinf(span), hi / fmt.qmax - lo / fmt.qmax, s)  # hi - lo can exceed fp32's range
+    zp = torch.round(-lo / s).clamp(0, fmt.qmax)
+    return s, zp
+
+
+def reduce_dims(x: torch.Tensor, scaling: str, axis: int):
+    """The dims a ``tensor``/``channel`` scale's amax reduces over (None: all)."""
+    return _reduce_dims(x, scaling, axis)
 
 
 def asym_codes(x, fmt, s, zp, rounding, noise):

@@ -12,7 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from lowbit.experiments.store import load_tables
+from lowbit.experiments.store import write_json
 from lowbit.report import plots
+from lowbit.report.analysis import analysis_summary, summary_lines
+from lowbit.report.plots_training import training_figures
 from lowbit.report.page import CSS, html_table, img_tag
 from lowbit.report.tables import comparison_table, precision_table
 
@@ -49,7 +52,8 @@ def render_html(title: str, runs: pd.DataFrame, figures: dict[str, Path],
 
 def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
                  title: str | None = None, include=()) -> Path:
-    """Figures, ``comparison.csv``, ``precision.csv`` and ``index.html`` into ``out_dir``
+    """Figures, ``comparison.csv``, ``precision.csv``, ``analysis.json`` / ``analysis.txt``
+    (:mod:`lowbit.report.analysis`) and ``index.html`` into ``out_dir``
     (default ``<results_dir>/report``); returns the path of ``index.html``. ``include``: ptq / search
     output folders added to the page as extra sections (:mod:`lowbit.report.sections`)."""
     results_dir = Path(results_dir)
@@ -62,6 +66,13 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
                          "`lowbit run` on the sweep to rebuild it")
     out.mkdir(parents=True, exist_ok=True)
     figures = plots.make_all(runs, epochs, out)
+    figures.update(training_figures(epochs, out))
+    summary = analysis_summary(runs)
+    write_json(out / "analysis.json", summary)
+    lines = summary_lines(summary)
+    (out / "analysis.txt").write_text("\n".join(lines) + "\n")
+    analysis = "<h2>Analysis summary</h2><ul>" + "".join(
+        f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
     tables = {"Accuracy, footprint and time by precision": precision_table(runs),
               "Comparison": comparison_table(runs)}
     tables["Comparison"].to_csv(out / "comparison.csv")
@@ -77,7 +88,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path | None = None,
     page = out / "index.html"
     tmp = out / ".index.html.tmp"
     from lowbit.report.sections import section
-    extra = [section(f) for f in include]
+    extra = [analysis] + [section(f) for f in include]
     tmp.write_text(render_html(title or f"lowbit report: {name}", runs, figures, tables, extra))
     tmp.replace(page)
     return page

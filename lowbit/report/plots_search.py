@@ -28,6 +28,22 @@ from lowbit.search.sensitivity import methods_in, score  # noqa: E402
 DPI = 90
 LABELS = {"size": "weight size (bytes)", "bitops": "BitOps per sample", "energy": "energy per sample (pJ)",
           "instructions": "instructions per sample"}
+REL_ENERGY = "energy per sample (relative units)"
+
+
+def energy_unit_of(unit) -> str:
+    """'pJ' for an absolute energy model; 'relative units' for the seed's unitless one. ``unit``: an
+    EnergyModel's ``unit`` ('pJ' / 'rel'), a summary.json units entry, or None (lowbit's default, pJ)."""
+    if unit is None or (isinstance(unit, float) and np.isnan(unit)):
+        return "pJ"
+    return "pJ" if str(unit).split("/")[0] == "pJ" else "relative units"
+
+
+def axis_label(metric: str, energy_unit=None) -> str:
+    """The axis label of ``metric``; energy carries its model's unit (never 'pJ' for relative energies)."""
+    if metric == "energy":
+        return f"energy per sample ({energy_unit_of(energy_unit)})"
+    return LABELS.get(metric, metric)
 
 
 def _save(fig, path) -> Path:
@@ -39,18 +55,35 @@ def _save(fig, path) -> Path:
 
 
 # ---- axes painters (shared by the single figures and the summary) ----------------------------------
-def draw_pareto(ax, table: pd.DataFrame, metric: str = "size", baseline_acc: float | None = None) -> None:
+def draw_pareto(ax, table: pd.DataFrame, metric: str = "size", baseline_acc: float | None = None,
+                energy_unit=None) -> None:
+    """Every evaluated point (grey), the staircase front (blue), the chosen point (red star); uniform
+    baselines (strategy ``uniform``) as labelled black squares and percentile-sweep points (a
+    ``percentiles`` column) as orange dots labelled with their cuts."""
     x, y = table[metric].to_numpy(float), 100 * table["acc"].to_numpy(float)
     ax.scatter(x, y, s=12, alpha=0.45, color="tab:gray", label="evaluated")
     sx, sy = staircase(x, y)
     ax.step(sx, sy, where="post", color="tab:blue", lw=1.5, label="Pareto front")
     ax.scatter(sx, sy, s=18, color="tab:blue")
+    if "percentiles" in table and table["percentiles"].notna().any():
+        sw = table[table["percentiles"].notna()]
+        ax.scatter(sw[metric], 100 * sw["acc"], s=16, color="tab:orange", zorder=4, label="percentile cuts")
+        for _, r in sw.iterrows():
+            ax.annotate(str(r["percentiles"]), (r[metric], 100 * r["acc"]), fontsize=5, color="tab:orange",
+                        xytext=(2, -6), textcoords="offset points")
+    if "strategy" in table and (table["strategy"] == "uniform").any():
+        uni = table[table["strategy"] == "uniform"]
+        ax.scatter(uni[metric], 100 * uni["acc"], s=40, marker="s", color="k", zorder=5, label="uniform")
+        for _, r in uni.iterrows():
+            fmts = {v for k, v in r.items() if str(k).startswith("fmt:")}
+            ax.annotate(f"all {'/'.join(sorted(fmts))}", (r[metric], 100 * r["acc"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
     if "chosen" in table and table["chosen"].any():
         c = table[table["chosen"]].iloc[0]
-        ax.scatter([c[metric]], [100 * c["acc"]], s=90, marker="*", color="tab:red", zorder=5, label="chosen")
+        ax.scatter([c[metric]], [100 * c["acc"]], s=90, marker="*", color="tab:red", zorder=6, label="chosen")
     if baseline_acc is not None:
         ax.axhline(100 * baseline_acc, color="k", ls="--", lw=0.8, label="fp32")
-    ax.set_xlabel(LABELS.get(metric, metric))
+    ax.set_xlabel(axis_label(metric, energy_unit))
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=7)
 
@@ -67,7 +100,8 @@ def draw_sensitivity(ax, sens: pd.DataFrame, method: str) -> None:
     if (piv.to_numpy(float) > 0).all():
         ax.set_yscale("log")
     ax.set_ylabel(f"{method} score")
-    ax.set_title(f"sensitivity per layer ({method})", fontsize=9)
+    on = sens["sensitivity_on"].iloc[0] if "sensitivity_on" in sens and method in ("l2", "sqnr") else None
+    ax.set_title(f"sensitivity per layer ({method}" + (f" on the {on})" if on else ")"), fontsize=9)
     ax.legend(fontsize=7)
 
 
@@ -91,17 +125,19 @@ def draw_energy(ax, layers: pd.DataFrame) -> None:
     ax.set_xticks(np.arange(len(layers)), [f"{n}\n{f}" for n, f in zip(layers["layer"], layers["format"])],
                   rotation=45, ha="right", fontsize=6)
     model = bool(layers.get("energy_is_model", pd.Series([False])).any())
-    ax.set_ylabel("pJ per sample" + (" (modelled)" if model else ""))
+    unit = energy_unit_of(layers["energy_unit"].iloc[0] if "energy_unit" in layers and len(layers) else None)
+    ax.set_ylabel(f"{unit} per sample" + (" (modelled)" if model and unit == "pJ" else ""))
     ax.set_title("energy per layer", fontsize=9)
     ax.legend(fontsize=7)
 
 
 # ---- single figures ---------------------------------------------------------------------------------
-def plot_pareto(table: pd.DataFrame, path, metric: str = "size", baseline_acc=None) -> Path | None:
+def plot_pareto(table: pd.DataFrame, path, metric: str = "size", baseline_acc=None,
+                energy_unit=None) -> Path | None:
     if table is None or table.empty or metric not in table:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    draw_pareto(ax, table, metric, baseline_acc)
+    draw_pareto(ax, table, metric, baseline_acc, energy_unit)
     ax.set_title(f"accuracy vs {metric}", fontsize=9)
     return _save(fig, path)
 
@@ -185,16 +221,17 @@ def plot_parallel_coordinates(df: pd.DataFrame, path, columns=None, color: str =
     return _save(fig, path)
 
 
-def plot_summary(table, sens, layers, path, metric: str = "size", baseline_acc=None) -> Path | None:
+def plot_summary(table, sens, layers, path, metric: str = "size", baseline_acc=None,
+                 energy_unit=None) -> Path | None:
     """4 panels: Pareto front, sensitivity per layer, format pie, energy per layer."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     filled = 0
     for ax, (ok, draw) in zip(axes.flat, [
-            (table is not None and not table.empty, lambda a: draw_pareto(a, table, metric, baseline_acc)),
+            (table is not None and not table.empty, lambda a: draw_pareto(a, table, metric, baseline_acc, energy_unit)),
             (sens is not None and bool(methods_in(sens)), lambda a: draw_sensitivity(a, sens, methods_in(sens)[0]))
             if sens is not None and methods_in(sens) else
             (table is not None and metric != "energy" and "energy" in getattr(table, "columns", ()),
-             lambda a: draw_pareto(a, table, "energy", baseline_acc)),
+             lambda a: draw_pareto(a, table, "energy", baseline_acc, energy_unit)),
             (layers is not None and not layers.empty, lambda a: draw_pie(a, layers)),
             (layers is not None and "energy_pj" in getattr(layers, "columns", ()), lambda a: draw_energy(a, layers))]):
         if ok:
@@ -223,16 +260,17 @@ def render_figures(out_dir) -> dict:
     summary = _read(out, "summary.json") or {}
     metric = summary.get("objective", "size")
     base = (summary.get("baseline") or {}).get("acc")
-    figs = {"pareto": plot_pareto(table, out / "pareto.png", metric, base),
+    unit = (summary.get("units") or {}).get("energy")
+    figs = {"pareto": plot_pareto(table, out / "pareto.png", metric, base, unit),
             "sensitivity": plot_sensitivity(sens, out / "sensitivity.png"),
             "score_histogram": plot_score_histogram(sens, out / "sensitivity_hist.png"),
             "bitwidths": plot_bitwidth_pie(layers, out / "bitwidths.png"),
             "energy": plot_energy_breakdown(layers, out / "energy.png"),
-            "summary": plot_summary(table, sens, layers, out / "summary.png", metric, base)}
+            "summary": plot_summary(table, sens, layers, out / "summary.png", metric, base, unit)}
     if table is not None and len(table) > 1:
         for m in UNITS:
             if m != metric and m in table:
-                figs[f"pareto_{m}"] = plot_pareto(table, out / f"pareto_{m}.png", m, base)
+                figs[f"pareto_{m}"] = plot_pareto(table, out / f"pareto_{m}.png", m, base, unit)
     return {k: v for k, v in figs.items() if v is not None}
 
 

@@ -3,15 +3,15 @@
 Accuracy here is the test accuracy at the epoch of best validation accuracy
 (``test_acc_at_best``): chosen on validation, reported on test. Multi-seed configs show the mean
 (and ``±`` the std where the table is text). "Drop vs FP32" is the FP32 run of the same model,
-activation, dataset and augmentation minus this run, in percentage points; "speed-up vs FP32"
-is the FP32 run's time per epoch over this run's.
+activation, dataset and augmentation (trained without AMP) minus this run, in percentage points;
+"speed-up vs FP32" is that FP32 run's time per epoch over this run's.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 GRID = ["model", "activation", "dataset", "precision", "softmax_precision", "quantize",
-        "augmentation"]
+        "augmentation", "amp"]
 BASELINE_KEYS = ["model", "activation", "dataset", "augmentation"]
 FP32 = "fp32"
 TRANSPOSE_MAX = 8  # comparison tables with at most this many experiments get one column each
@@ -100,7 +100,8 @@ def _with_baseline(df: pd.DataFrame) -> pd.DataFrame:
     is computed only against an fp32 baseline whose runs all completed; against a diverged or
     failed one it is NaN and ``drop_note`` says ``n/a (baseline diverged)``."""
     keys = [k for k in BASELINE_KEYS if k in df]
-    base = df[(df["precision"] == FP32) & (df.get("softmax_precision", "none") == "none")]
+    base = df[(df["precision"] == FP32) & (df.get("softmax_precision", "none") == "none")
+              & (df.get("amp", "off") == "off")]
     base = base.groupby(keys, dropna=False).agg(
         fp32_acc=("test_acc_at_best", "mean"), fp32_time=("mean_epoch_time_s", "mean"),
         fp32_status=("status", lambda s: ", ".join(sorted(set(s)))))
@@ -167,12 +168,17 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         "Final val loss": df["final_val_loss"].map("{:.4f}".format),
         "Convergence epoch (99% of best)": df["convergence_epoch"].map("{:.1f}".format),
         "Drop vs FP32 (points)": pd.Series(drop, index=df.index),
-        "Time per epoch (s)": df["mean_epoch_time_s"].map("{:.2f}".format),
+        "Overfitting score (best - final val)": df["overfit_score"].map(pct) if "overfit_score" in df
+        else pd.Series("-", index=df.index),
+        "Time per epoch (s)": [f"{m:.2f} ± {s:.2f}" if s == s else f"{m:.2f}" for m, s in zip(
+            df["mean_epoch_time_s"], df.get("epoch_time_std_s", pd.Series(float("nan"), index=df.index)))],
         "Total time (s)": df["total_time_s"].map("{:.1f}".format),
         "Speed-up vs FP32": df["speedup_vs_fp32"].map("{:.2f}x".format),
         "Throughput (samples/s)": df["mean_throughput"].map("{:.0f}".format),
         "Peak memory (MiB)": df["peak_mem_mb"].map("{:.0f}".format),
     }
+    if "alloc_peak_mb" in df:  # what one training step allocates (tensors), not the process RSS
+        rows["Allocated per step, peak (MiB)"] = df["alloc_peak_mb"].map("{:.2f}".format)
     if "footprint_weight_bytes" in df:
         rows["Weight footprint (KiB)"] = (df["footprint_weight_bytes"] / 1024).map("{:.1f}".format)
     if "footprint_compression" in df:

@@ -32,7 +32,15 @@ UNITS = {"size": "bytes", "bitops": "bit-ops/sample", "energy": "pJ/sample", "in
 # energy is not exactly additive: lowbit.cost reads the weights from the memory level that holds the
 # whole model (8 KB / 32 KB / 1 MB SRAM or DRAM), so a layer's memory energy depends on the others.
 
-__all__ = ["METRICS", "UNITS", "CostTable", "cost_of", "plan_of", "profile_layers", "cost_columns"]
+__all__ = ["METRICS", "UNITS", "CostTable", "cost_of", "plan_of", "profile_layers", "cost_columns", "units"]
+
+
+def units(energy=None) -> dict:
+    """:data:`UNITS` with the energy unit of ``energy`` (an EnergyModel or its name): pJ/sample for an
+    absolute model (Horowitz, a constants file), ``relative units/sample`` for the seed's unitless one."""
+    from lowbit.cost import EnergyModel
+    unit = EnergyModel.get(energy).unit
+    return {**UNITS, "energy": "pJ/sample" if unit == "pJ" else "relative units/sample"}
 
 
 def plan_of(space, idx) -> dict:

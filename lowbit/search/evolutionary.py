@@ -6,9 +6,13 @@ constraints (cost - budget <= 0 is feasible). Each trial picks one choice label 
 the evaluator's process pool when it has one), then told.
 
 Resuming: with ``storage`` (e.g. ``"sqlite:///runs/search/study.db"``) the study is loaded when it
-exists (``load_if_exists``) and ``n_trials`` more trials are run; the result covers every complete
-trial in the study, old ones included (their accuracy and loss are stored as trial attributes, so
-they are not evaluated again). A stored study made for another space (layers or choices) is
+exists (``load_if_exists``). ``n_trials`` is the number of complete trials the study should hold in
+total: a resumed search runs only the ones still missing (none when there are enough). A trial left
+``RUNNING`` by a search that was killed is marked ``FAIL`` on resume (and does not count); a search
+interrupted in this process (Ctrl-C, an error) marks its unfinished trials ``FAIL`` before it
+stops. A study is meant to be driven by one search process at a time. The result covers every
+complete trial in the study, old ones included (their accuracy and loss are stored as trial
+attributes, so they are not evaluated again). A stored study made for another space (layers or choices) is
 refused. Optuna is an optional dependency (``pip install optuna``).
 """
 from __future__ import annotations
@@ -53,6 +57,41 @@ def _constraints(trial):
     return trial.user_attrs.get("constraints", [0.0])
 
 
+def _fail_interrupted(optuna, study) -> int:
+    """Mark the trials a killed search left ``RUNNING`` as ``FAIL``; return how many."""
+    stale = [t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for number in stale:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return len(stale)
+
+
+def _run_batch(optuna, study, problem: Problem, native: bool, n: int) -> int:
+    """Ask ``n`` trials, evaluate them together, tell them; on any exception (Ctrl-C included) the
+    trials not yet told are told ``FAIL`` before it propagates. Returns ``n``."""
+    space, labels = problem.space, list(problem.space.labels)
+    trials = [study.ask() for _ in range(n)]
+    told = set()
+    try:
+        idxs = [tuple(labels.index(t.suggest_categorical(name, labels)) for name in space.free) for t in trials]
+        for t, row in zip(trials, problem.evaluate(idxs, strategy="evolutionary")):
+            t.set_user_attr("loss", row["loss"])
+            t.set_user_attr("acc", row["acc"])
+            slack = {m: row[m] - b for m, b in problem.budgets.items()}   # <= 0: within budget
+            if native:
+                for m, v in slack.items():
+                    t.set_constraint(m, v)
+            elif slack:
+                t.set_user_attr("constraints", list(slack.values()))
+            study.tell(t, [row["acc"], row[problem.objective]])
+            told.add(t.number)
+    except BaseException:
+        for t in trials:
+            if t.number not in told:
+                study.tell(t, state=optuna.trial.TrialState.FAIL)
+        raise
+    return n
+
+
 @register_strategy("evolutionary")
 def evolutionary(problem: Problem, n_trials: int = 40, storage: str | None = None,
                  study_name: str = "lowbit-search", population_size: int | None = None) -> Result:
@@ -74,22 +113,14 @@ def evolutionary(problem: Problem, n_trials: int = 40, storage: str | None = Non
     elif stored != sig:
         raise ValueError(f"study {study_name!r} in {storage} was made for another search space ({stored}); "
                          f"allowed: the same model, formats and objective, or a new --study-name")
-    space, labels, batch = problem.space, list(problem.space.labels), max(1, problem.evaluator.workers)
+    space, labels = problem.space, list(problem.space.labels)
+    stale = _fail_interrupted(optuna, study)
+    states = optuna.trial.TrialState
+    before = sum(t.state == states.COMPLETE for t in study.trials)
+    todo = max(0, n_trials - before)
     done = 0
-    while done < n_trials:
-        trials = [study.ask() for _ in range(min(batch, n_trials - done))]
-        idxs = [tuple(labels.index(t.suggest_categorical(n, labels)) for n in space.free) for t in trials]
-        for t, row in zip(trials, problem.evaluate(idxs, strategy="evolutionary")):
-            t.set_user_attr("loss", row["loss"])
-            t.set_user_attr("acc", row["acc"])
-            slack = {m: row[m] - b for m, b in problem.budgets.items()}   # <= 0: within budget
-            if native:
-                for m, v in slack.items():
-                    t.set_constraint(m, v)
-            elif slack:
-                t.set_user_attr("constraints", list(slack.values()))
-            study.tell(t, [row["acc"], row[problem.objective]])
-        done += len(trials)
+    while done < todo:
+        done += _run_batch(optuna, study, problem, native, min(max(1, problem.evaluator.workers), todo - done))
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise ValueError("the study has no complete trials; allowed: n_trials >= 1")
@@ -100,6 +131,8 @@ def evolutionary(problem: Problem, n_trials: int = 40, storage: str | None = Non
     rows = problem.evaluate(idxs, strategy="evolutionary")
     for row, t in zip(rows, complete):
         row["trial"] = t.number
-    note = (f"NSGA-II (population {pop}): {n_trials} new trials, {len(complete)} complete in study "
-            f"{study_name!r}" + (f" ({storage})" if storage else ""))
+    note = (f"NSGA-II (population {pop}): {todo} new trials ({before} complete before, {n_trials} asked "
+            f"for in total), {len(complete)} complete in study {study_name!r}"
+            + (f" ({storage})" if storage else "")
+            + (f"; {stale} trial(s) interrupted by an earlier kill marked failed" if stale else ""))
     return problem.finish("evolutionary", rows, notes=[note], extra={"n_trials_total": len(complete)})

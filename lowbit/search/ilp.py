@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .costing import METRICS, UNITS
+from .costing import METRICS, UNITS, units
 from .problem import Problem
 from .result import Result
 from .strategies import register_strategy
@@ -48,8 +48,10 @@ def solve_ilp(scores, costs: dict, budgets: dict, base: dict | None = None) -> t
 @register_strategy("ilp")
 def ilp(problem: Problem, method: str = "hessian", sweep: int = 0) -> Result:
     """Solve the integer program under ``problem.budgets`` (at least one is required) and evaluate
-    the solution. ``sweep`` > 0 also solves for that many budgets spaced between the cheapest and
-    the dearest assignment of the objective metric, and evaluates them, to trace a front."""
+    the solution. ``sweep`` > 0 also solves for that many budgets on the objective metric, evenly
+    spaced from the cheapest achievable total up to the problem's own budget on that metric (the
+    dearest assignment when it has none), to trace a front: budgets above the problem's budget would
+    all be capped to it and return the same point. The note says how many distinct points came out."""
     if not problem.budgets:
         raise ValueError(f"strategy ilp needs a budget; allowed: one or more of {', '.join(METRICS)} "
                          f"(CLI: --budget-size-kb, --budget-bitops, --budget-energy, --budget-instructions)")
@@ -57,19 +59,31 @@ def ilp(problem: Problem, method: str = "hessian", sweep: int = 0) -> Result:
     scores = problem.scores(method)
     idx = solve_ilp(scores, table.per_layer, problem.budgets, table.base)
     idxs = [idx]
+    notes = []
     if sweep:
-        m = problem.objective
-        lo = table.base[m] + table.per_layer[m].min(axis=1).sum()
-        hi = table.base[m] + table.per_layer[m].max(axis=1).sum()
-        for b in np.linspace(lo, hi, sweep + 2)[1:]:
-            budgets = {**problem.budgets, m: min(b, problem.budgets.get(m, np.inf))}
-            try:
-                idxs.append(solve_ilp(scores, table.per_layer, budgets, table.base))
-            except ValueError:
-                continue
+        idxs += _sweep(problem, scores, sweep)
+        n = len(set(idxs))
+        notes.append(f"ILP sweep: {len(set(idxs))} distinct assignments from {len(idxs)} solved budgets" +
+                     ("" if n > 1 else " (ONE point only: every budget of the sweep has the same optimum)"))
     rows = problem.evaluate(idxs, strategy="ilp")
-    note = (f"ILP on {method} scores: minimal total sensitivity {float(scores[np.arange(len(idx)), idx].sum()):.4g} "
-            f"under " + ", ".join(f"{m} <= {b:g} {UNITS[m]}" for m, b in problem.budgets.items()))
+    unit = units(problem.energy)
+    on = f" (on the {problem.sensitivity_on})" if method in ("l2", "sqnr") else ""
+    note = (f"ILP on {method} scores{on}: minimal total sensitivity {float(scores[np.arange(len(idx)), idx].sum()):.4g} "
+            f"under " + ", ".join(f"{m} <= {b:g} {unit[m]}" for m, b in problem.budgets.items()))
     if table.max_rel_error > 1e-6:
         note += f" (additive cost model off by up to {100 * table.max_rel_error:.2g}% from lowbit.cost)"
-    return problem.finish("ilp", rows, notes=[note], chosen=0, extra={"ilp_method": method})
+    return problem.finish("ilp", rows, notes=[note, *notes], chosen=0, extra={"ilp_method": method, "sensitivity_on": problem.sensitivity_on})
+
+
+def _sweep(problem: Problem, scores, n: int) -> list:
+    """The ILP solutions of ``n`` budgets on the objective metric (see :func:`ilp`)."""
+    table, m = problem.costs, problem.objective
+    lo = table.base[m] + table.per_layer[m].min(axis=1).sum()
+    top = min(table.base[m] + table.per_layer[m].max(axis=1).sum(), problem.budgets.get(m, np.inf))
+    out = []
+    for b in np.linspace(lo, top, n + 1)[:-1]:
+        try:
+            out.append(solve_ilp(scores, table.per_layer, {**problem.budgets, m: max(b, lo)}, table.base))
+        except ValueError:   # another metric's budget makes this one infeasible
+            continue
+    return out

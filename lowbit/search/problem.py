@@ -68,6 +68,11 @@ class Problem:
         return CostTable.build(self.space, self.energy)
 
     @property
+    def sensitivity_on(self) -> str:
+        """What the l2 / sqnr scores compare: "logits" or "output" (the layer's own output)."""
+        return self.sensitivity_kwargs.get("on", "logits")
+
+    @property
     def baseline(self) -> dict:
         return self.evaluator.baseline()
 

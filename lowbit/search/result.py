@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .costing import METRICS, UNITS, cost_of
+from .costing import METRICS, cost_of, units
 
 LAYER_COLUMNS = ("name", "type", "macs", "params", "weight_bits", "weight_bytes", "bitops", "energy_mac_pj",
-                 "energy_wmem_pj", "energy_amem_pj", "energy_mem_pj", "energy_pj", "energy_is_model", "instructions")
+                 "energy_wmem_pj", "energy_amem_pj", "energy_mem_pj", "energy_pj", "energy_is_model", "energy_unit", "instructions")
 
 
 def _plain(v):
@@ -92,8 +92,7 @@ class Result:
                        "baseline": self.baseline, "n_evaluations": self.n_evaluations,
                        "n_points": len(self.table), "assignment": self.assignment,
                        "chosen": {k: c.get(k) for k in ("acc", "loss", "acc_drop_pp", *METRICS) if k in c},
-                       "units": {**UNITS, "energy": "pJ/sample" if getattr(self.energy, "unit", "pJ") == "pJ"
-                                 else "relative units/sample"},
+                       "units": units(self.energy), "energy_model": getattr(self.energy, "name", "horowitz"),
                        "recipe_hash": self.recipe.hash(), "notes": list(self.notes),
                        "finetune": {k: v for k, v in (self.finetune or {}).items() if k != "state_dict"} or None,
                        **self.extra})

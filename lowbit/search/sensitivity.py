@@ -3,9 +3,12 @@
 Only that layer is quantized (its weight, and its input when the choice has an activation format);
 every other layer stays fp32. Methods (``METHODS``) and their columns:
 
-``l2``       mean over samples of ||z - z_q||_2, z the float logits, z_q the logits with the layer
-             quantized (the energy-aware tool's S_l = ||y_full - y_quant||_2, averaged per sample).
-``sqnr``     10 log10(sum z^2 / sum (z - z_q)^2) in dB over the whole eval set (inf when equal).
+``l2``       mean over samples of ||z - z_q||_2 with, by ``on``: ``"logits"`` (default) z the float
+             model's logits and z_q the logits with the layer quantized; ``"output"`` z the layer's own
+             output y_l and z_q its output with its weight (and input) quantized, every earlier layer
+             float: the energy-aware seed's S_l = ||y_l^full - y_l^quant||_2 (per sample, flattened,
+             averaged). Output norms are not comparable across layers of different scale; logits are.
+``sqnr``     10 log10(sum z^2 / sum (z - z_q)^2) in dB over the whole eval set (inf when equal), z as l2.
 ``acc``      ``acc``, ``acc_drop`` (float accuracy minus quantized, a fraction) and ``loss_delta``
              (mean cross-entropy increase) on the eval set.
 ``hessian``  HAWQ-style  trace(H_l) / n_l * ||Q(W_l) - W_l||^2, with trace(H_l) of the loss Hessian
@@ -40,6 +43,14 @@ from lowbit.ops import quantize
 from lowbit.ops.backend import backend as use_backend
 
 METHODS = ("l2", "sqnr", "acc", "hessian", "fisher")
+SENSITIVITY_ON = ("logits", "output")
+
+
+def check_on(on: str) -> str:
+    if on not in SENSITIVITY_ON:
+        raise ValueError(f"sensitivity on={on!r} is not allowed; allowed: {', '.join(SENSITIVITY_ON)} "
+                         f"(what l2 and sqnr compare: the model's logits or the layer's own output)")
+    return on
 
 
 def check_methods(methods) -> tuple:
@@ -113,17 +124,55 @@ def fisher_diagonals(model: nn.Module, names, x, y, batch: int = 16) -> dict:
 
 def layer_sensitivity(model: nn.Module, space, data, methods=METHODS, *, batch_size: int = 512,
                       hessian_probes: int = 4, calib_samples: int = 256, fisher_batch: int = 16,
-                      seed: int = 0, backend: str | None = None) -> pd.DataFrame:
+                      seed: int = 0, backend: str | None = None, on: str = "logits") -> pd.DataFrame:
     """The sensitivity table of ``space``'s free layers x choices on ``data`` (an EvalData).
-    ``backend``: the fake-quant kernels (None: the current ``lowbit.backend``)."""
+    ``backend``: the fake-quant kernels (None: the current ``lowbit.backend``); ``on``: what l2 and
+    sqnr compare, ``"logits"`` or ``"output"`` (the layer's own output; module docstring). The table's
+    ``attrs["sensitivity_on"]`` and its ``sensitivity_on`` column say which."""
     methods = check_methods(methods)
+    check_on(on)
     with use_backend(backend):
-        return _sensitivity_table(model, space, data, methods, batch_size, hessian_probes, calib_samples,
-                                  fisher_batch, seed)
+        df = _sensitivity_table(model, space, data, methods, batch_size, hessian_probes, calib_samples,
+                                fisher_batch, seed, on)
+    if {"l2", "sqnr"} & set(methods):
+        df.insert(len(df.columns), "sensitivity_on", on)
+    df.attrs["sensitivity_on"] = on
+    return df
+
+
+@torch.no_grad()
+def _layer_output_metrics(model, qmodel, name: str, x, batch_size: int) -> dict:
+    """l2 and sqnr_db between the output of layer ``name`` in ``model`` (float) and in ``qmodel``
+    (that layer quantized), streamed over batches (no whole-set activations kept)."""
+    got = {}
+
+    def grab(key):
+        return lambda mod, inp, out: got.__setitem__(key, out.detach().float().flatten(1))
+
+    hooks = [dict(model.named_modules())[name].register_forward_hook(grab("ref")),
+             dict(qmodel.named_modules())[name].register_forward_hook(grab("q"))]
+    norms, noise, signal = [], 0.0, 0.0
+    was = model.training
+    model.eval()
+    qmodel.eval()
+    try:
+        for i in range(0, len(x), batch_size):
+            model(x[i:i + batch_size])
+            qmodel(x[i:i + batch_size])
+            diff = got["ref"] - got["q"]
+            norms.append(diff.norm(dim=1))
+            noise += float((diff ** 2).sum())
+            signal += float((got["ref"] ** 2).sum())
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return {"l2": float(torch.cat(norms).mean()),
+            "sqnr_db": float("inf") if noise == 0 else 10 * np.log10(signal / noise)}
 
 
 def _sensitivity_table(model, space, data, methods, batch_size, hessian_probes, calib_samples, fisher_batch,
-                       seed) -> pd.DataFrame:
+                       seed, on="logits") -> pd.DataFrame:
     names = space.free
     mods = dict(model.named_modules())
     x, y = data.normalized(), data.y
@@ -141,12 +190,16 @@ def _sensitivity_table(model, space, data, methods, batch_size, hessian_probes, 
             r = {"layer": n, "type": info[n].type, "macs": info[n].macs, "params": info[n].params,
                  "format": c.label, "weight_bits": c.weight_bits, "perturbation": float((dw ** 2).sum()),
                  "rel_perturbation": float((dw ** 2).sum() / max(float((w.detach() ** 2).sum()), 1e-30))}
+            recipe = Recipe((Rule(pattern=_escape(n), spec=c.layer_spec()),))
             if ref is not None:
-                asg = quantize_model(model, Recipe((Rule(pattern=_escape(n), spec=c.layer_spec()),)))
+                asg = quantize_model(model, recipe)
                 try:
                     m = _output_metrics(ref, _logits(model, x, batch_size), y)
                 finally:
                     asg.undo()
+                if on == "output" and {"l2", "sqnr"} & set(methods):
+                    qmodel = quantize_model(model, recipe, inplace=False).model
+                    m.update(_layer_output_metrics(model, qmodel, n, x, batch_size))
                 if "l2" in methods:
                     r["l2"] = m["l2"]
                 if "sqnr" in methods:

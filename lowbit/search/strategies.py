@@ -11,6 +11,8 @@ under a budget the most accurate point within it, else the cheapest point within
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from lowbit.registry import Registry
@@ -52,9 +54,19 @@ def run_search(problem: Problem, strategy: str, *, finetune_epochs: int = 0, spl
 
 
 # ---- percentile (the energy-aware tool's rule) ------------------------------------------------------
+SWEEP_GRID = (10.0, 25.0, 50.0, 75.0, 90.0)
+
+
 def default_percentiles(k: int) -> tuple:
     """(25, 75) for three choices (the energy-aware tool); otherwise k evenly sized bins."""
     return (25.0, 75.0) if k == 3 else tuple(float(p) for p in np.linspace(0, 100, k + 1)[1:-1])
+
+
+def default_sweep(k: int) -> tuple:
+    """The percentile cut sets a sweep tries for ``k`` levels: every non-decreasing (k-1)-tuple of
+    :data:`SWEEP_GRID` (15 pairs for three levels, from (10, 10): nearly all int8, to (90, 90): nearly
+    all int4), so the points range from the dearest to the cheapest mixed assignments."""
+    return tuple(itertools.combinations_with_replacement(SWEEP_GRID, k - 1)) if k > 1 else ()
 
 
 def percentile_assign(scores, percentiles) -> np.ndarray:
@@ -64,34 +76,61 @@ def percentile_assign(scores, percentiles) -> np.ndarray:
     return np.digitize(scores, cuts, right=False)
 
 
+def check_percentiles(percentiles, levels) -> tuple:
+    percentiles = tuple(float(p) for p in percentiles)
+    if len(percentiles) != len(levels) - 1 or list(percentiles) != sorted(percentiles) \
+            or not all(0 <= p <= 100 for p in percentiles):
+        raise ValueError(f"percentiles={list(percentiles)} is not allowed; allowed: {len(levels) - 1} non-decreasing "
+                         f"numbers in [0, 100] (one fewer than the levels {', '.join(levels)})")
+    return percentiles
+
+
+def _cuts(percentiles) -> str:
+    return ",".join(f"{p:g}" for p in percentiles)
+
+
 @register_strategy("percentile")
 def percentile(problem: Problem, method: str = "l2", percentiles=None, probe: str | None = None,
-               levels=None) -> Result:
+               levels=None, sweep=(), baselines: bool = False) -> Result:
     """Rank layers by ``method`` at the ``probe`` choice (default: the cheapest) and bin them by
     percentile: with choices {int4, int6, int8} and (25, 75), the top 25 % most sensitive layers get
     int8, the bottom 25 % int4, the rest int6. ``levels`` (choice labels, cheapest first, one more than
-    ``percentiles``) picks which choices the bins map to (default: all choices). One evaluation."""
+    ``percentiles``) picks which choices the bins map to (default: all choices). The chosen point is
+    that rule's; ``sweep`` (cut sets, e.g. :func:`default_sweep`) adds one point per cut set and
+    ``baselines`` one uniform point per choice (strategy ``uniform``), for the Pareto plot. One
+    evaluation per distinct point; the ``percentiles`` column names each point's cuts."""
     space = problem.space
     labels = list(space.labels)
     levels = list(levels) if levels is not None else labels
     for lv in levels:
         if lv not in labels:
             raise ValueError(f"percentile level {lv!r} is not allowed; allowed: {', '.join(labels)}")
-    percentiles = tuple(percentiles) if percentiles is not None else default_percentiles(len(levels))
-    if len(percentiles) != len(levels) - 1 or list(percentiles) != sorted(percentiles) \
-            or not all(0 <= p <= 100 for p in percentiles):
-        raise ValueError(f"percentiles={list(percentiles)} is not allowed; allowed: {len(levels) - 1} increasing "
-                         f"numbers in [0, 100] (one fewer than the levels {', '.join(levels)})")
+    percentiles = check_percentiles(percentiles if percentiles is not None else default_percentiles(len(levels)),
+                                    levels)
+    sweep = [check_percentiles(c, levels) for c in sweep]
     probe = probe or labels[0]
     if probe not in labels:
         raise ValueError(f"probe format {probe!r} is not allowed; allowed: {', '.join(labels)}")
     scores = problem.scores(method)[:, labels.index(probe)]
-    bins = percentile_assign(scores, percentiles)
-    idx = tuple(labels.index(levels[b]) for b in bins)
-    rows = problem.evaluate([idx], strategy="percentile")
-    note = f"percentile rule on {method} scores at {probe}: cuts at {', '.join(f'{p:g}%' for p in percentiles)}"
-    return problem.finish("percentile", rows, notes=[note], chosen=0,
-                          extra={"scores": dict(zip(space.free, scores.tolist())), "percentiles": list(percentiles)})
+
+    def point(cuts):
+        return tuple(labels.index(levels[b]) for b in percentile_assign(scores, cuts))
+
+    rows = problem.evaluate([point(percentiles)], strategy="percentile")
+    rows[0]["percentiles"] = _cuts(percentiles)
+    if sweep:
+        for row, cuts in zip(problem.evaluate([point(c) for c in sweep], strategy="percentile"), sweep):
+            rows.append({**row, "percentiles": _cuts(cuts)})
+    if baselines:   # first, so a uniform point found again by the sweep keeps its 'uniform' name
+        rows = [*problem.evaluate([space.uniform(k) for k in range(len(labels))], strategy="uniform"), *rows]
+    on = f" (on the {problem.sensitivity_on})" if method in ("l2", "sqnr") else ""
+    notes = [f"percentile rule on {method} scores{on} at {probe}: cuts at {', '.join(f'{p:g}%' for p in percentiles)}"]
+    if sweep:
+        notes.append(f"percentile sweep: {len(sweep)} cut sets ({'; '.join(_cuts(c) for c in sweep)})")
+    return problem.finish("percentile", rows, notes=notes, chosen=len(rows) - 1 - len(sweep),
+                          extra={"scores": dict(zip(space.free, scores.tolist())), "percentiles": list(percentiles),
+                                 "percentile_sweep": [list(c) for c in sweep], "uniform_baselines": bool(baselines),
+                                 "sensitivity_method": method, "sensitivity_on": problem.sensitivity_on})
 
 
 # ---- exhaustive (the RISC-V tool's DSE) ---------------------------------------------------------------

@@ -4,8 +4,10 @@
     run_sweep(cfg, executor=RayExecutor(address="ray://head:10001"))  # or "auto" on a cluster node
 
 Same contract as the local executor (:mod:`lowbit.experiments.executors.base`): one task per
-remaining run, reserving ``cfg.resources`` (``cpus`` also sets the run's torch threads, ``gpus`` what
-Ray exposes through ``CUDA_VISIBLE_DEVICES``). Each task runs
+remaining run, reserving ``cfg.resources`` (``gpus``: what Ray exposes through
+``CUDA_VISIBLE_DEVICES``). A run's torch threads are its config's ``threads``, not ``cpus``, so a
+run gives the same bits here as under the local executor; reserve ``cpus >= threads`` to avoid
+oversubscription (a warning says so otherwise). Each task runs
 :func:`lowbit.experiments.worker.execute`, which writes its own ``result.json`` atomically into
 ``out_dir`` (so ``out_dir`` must be a path every node sees: a shared file system on a cluster).
 
@@ -29,14 +31,13 @@ from lowbit.experiments.progress import Progress
 MAX_RETRIES = 2  # lost workers; a run that raises is a result, never retried
 
 
-def _run_task(spec_dict: dict, run_dir: str, threads: int, before: Callable | None,
+def _run_task(spec_dict: dict, run_dir: str, before: Callable | None,
               since: float | None = None) -> str:
     """Body of the Ray task: one run in a Ray worker process."""
     from lowbit.experiments.worker import execute
     if before is not None:  # test hook (e.g. kill this worker on a first attempt)
         before(spec_dict, run_dir)
-    return execute(spec_dict, run_dir, threads, events=None, sweep_pid=None, redirect=False,
-                   since=since)
+    return execute(spec_dict, run_dir, events=None, sweep_pid=None, redirect=False, since=since)
 
 
 class RayExecutor(Executor):
@@ -55,6 +56,9 @@ class RayExecutor(Executor):
         cpus = float(cfg.resources.get("cpus", 1))
         gpus = float(cfg.resources.get("gpus", 0))
         _warn_if_infeasible(ray, cpus, gpus)
+        if cfg.threads > cpus:
+            print(f"warning: each run uses threads={cfg.threads} torch threads but reserves "
+                  f"resources.cpus={cpus:g}; Ray may oversubscribe the cores", file=sys.stderr)
         task = ray.remote(_run_task).options(num_cpus=cpus, num_gpus=gpus,
                                              max_retries=self.max_retries, retry_exceptions=False)
         pending: dict = {}
@@ -62,8 +66,8 @@ class RayExecutor(Executor):
         waiting = {s.run_id: s for s in todo}  # not submitted yet, or claimed by another process
 
         def submit(spec) -> None:
-            ref = task.remote(spec.to_dict(), str(out / "runs" / spec.run_id), max(1, int(cpus)),
-                              self.before_run, since)
+            ref = task.remote(spec.to_dict(), str(out / "runs" / spec.run_id), self.before_run,
+                              since)
             pending[ref] = spec
             progress.start(spec.run_id, spec.label, spec.train.epochs)
         try:

@@ -1,4 +1,4 @@
-"""Trace a float model into the flat op list that the C export quantizes (torch.fx).
+"""Trace a float model into the flat op list that the C export quantizes (lowbit.export.trace: torch.fx).
 
 The graph IR is a list of :class:`Op` over named values (CHW tensors of one sample). Supported:
 Linear, Conv2d (stride, padding, groups incl. depthwise/pointwise), BatchNorm folded into the
@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from ..trace import record
+from ..trace import trace as export_trace
 
 SUPPORTED = ("Linear, Conv2d (stride/padding/groups), BatchNorm after Conv2d/Linear, ReLU, ReLU6, "
              "MaxPool2d (padding, ceil_mode), AvgPool2d (no padding), AdaptiveAvgPool2d(1), flatten, residual add, Dropout, Identity")
@@ -68,13 +71,7 @@ def _unsupported(node: fx.Node, what: str) -> UnsupportedLayerError:
 
 def trace(model: nn.Module, input_shape: tuple[int, int, int]) -> Graph:
     """symbolic_trace ``model`` (eval mode) into a :class:`Graph`; shapes from one dummy forward."""
-    model = model.eval()
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as exc:  # noqa: BLE001 - fx raises TraceError, TypeError, NotImplementedError, ...
-        msg = " ".join(str(exc).split())[:200]
-        raise UnsupportedLayerError(f"model {type(model).__name__} cannot be traced by torch.fx "
-                                    f"(data-dependent control flow?): {msg}") from None
+    gm = export_trace(model.eval(), UnsupportedLayerError)
     shapes_t = _run_shapes(gm, input_shape)
     mods = dict(gm.named_modules())
     ops: list[Op] = []
@@ -217,17 +214,10 @@ def _fold_bn(op: Op, bn: nn.Module) -> None:
 
 def _run_shapes(gm: fx.GraphModule, input_shape) -> dict[str, tuple[int, int, int]]:
     """(C, H, W) of every node's output for one dummy sample (vectors as (n, 1, 1))."""
-    shapes: dict[str, tuple[int, int, int]] = {}
-
-    class Rec(fx.Interpreter):
-        def run_node(self, n):
-            r = super().run_node(n)
-            if isinstance(r, torch.Tensor):
-                s = tuple(r.shape[1:])
-                shapes[n.name] = (s + (1, 1, 1))[:3] if len(s) < 3 else s
-            return r
-    with torch.no_grad():
-        Rec(gm).run(torch.zeros(1, *input_shape))
+    shapes = {}
+    for k, r in record(gm, torch.zeros(1, *input_shape)).items():
+        s = tuple(r.shape[1:])
+        shapes[k] = (s + (1, 1, 1))[:3] if len(s) < 3 else s
     for k, s in shapes.items():
         if len(s) != 3:
             raise UnsupportedLayerError(f"node {k!r} produces a tensor of rank {len(s) + 1}; the C export "
@@ -237,16 +227,5 @@ def _run_shapes(gm: fx.GraphModule, input_shape) -> dict[str, tuple[int, int, in
 
 def activations(model: nn.Module, graph: Graph, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Float outputs of the original model at every value of ``graph`` (fx node names) for batch ``x``."""
-    gm = fx.symbolic_trace(model.eval())
     want = {op.output for op in graph.ops} | {graph.input}
-    out: dict[str, torch.Tensor] = {}
-
-    class Rec(fx.Interpreter):
-        def run_node(self, n):
-            r = super().run_node(n)
-            if n.name in want:
-                out[n.name] = r.detach()
-            return r
-    with torch.no_grad():
-        Rec(gm).run(x)
-    return out
+    return record(export_trace(model.eval(), UnsupportedLayerError), x, want)
