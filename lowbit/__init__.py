@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "quantize_model": "lowbit.nn", "dequantize_model": "lowbit.nn", "make_recipe": "lowbit.nn",
     "recipe_for_precision": "lowbit.nn", "Recipe": "lowbit.nn", "Rule": "lowbit.nn", "LayerSpec": "lowbit.nn",
-    "footprint": "lowbit.nn", "create_model": "lowbit.models", "list_models": "lowbit.models",
+    "footprint": "lowbit.nn", "convert": "lowbit.nn", "create_model": "lowbit.models", "list_models": "lowbit.models",
     "load_dataset": "lowbit.data", "list_datasets": "lowbit.data",
 }  # (training: ``from lowbit.train import train, evaluate``; ``lowbit.train`` is the module)
 

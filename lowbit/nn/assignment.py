@@ -92,6 +92,7 @@ class Assignment:
         self._hooked: list = []     # (module, handles)
         self._counters: dict = {}   # layer name -> {slot: times its quantizer ran}
         self.active = True
+        self.converted = None       # the ConvertReport once lowbit.nn.convert ran
 
     def __len__(self):
         return len(self.rows)
@@ -167,6 +168,9 @@ class Assignment:
 
     def undo(self) -> nn.Module:
         """Restore the original modules and remove all hooks and quantizers; returns the model."""
+        if self.converted is not None:
+            raise ValueError("model was converted by lowbit.nn.convert: its fp32 weights are released, so it "
+                             "cannot be dequantized; quantize a fresh copy of the float model instead")
         if not self.active:
             return self.model
         for module, handles in reversed(self._hooked):
