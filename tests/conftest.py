@@ -137,3 +137,20 @@ def trained_digits_models():
     mlp = train_steps(create_model("mlp", num_classes=10, in_chans=1, img_size=8, hidden=[32]), splits, 150)
     xt = normalize(splits.test.x, splits.mean, splits.std)
     return splits, calibration_inputs(splits, 128), xt, {"cnn": cnn, "mlp": mlp}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (the CPU is shared: no oversubscription), restored after.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn's digits, split with seed 0."""
+    from lowbit.data import load_dataset
+    return load_dataset("digits", seed=0)

@@ -4,23 +4,12 @@ import math
 import pytest
 import torch
 
-from lowbit.data import load_dataset
 from lowbit.models import create_model
 from lowbit.train import TrainConfig, evaluate, lr_factor, summarize, train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CPU is shared: one torch thread avoids oversubscription (and restores it after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
 
 
 def tiny_cnn(seed=0):

@@ -4,7 +4,6 @@ import math
 import pytest
 import torch
 
-from lowbit.data import load_dataset
 from lowbit.models import create_model
 from lowbit.train import TrainConfig, train
 from lowbit.train_amp import amp_dtype, make_scaler
@@ -12,17 +11,8 @@ from lowbit.train_amp import amp_dtype, make_scaler
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", seed=0)
 
 
 def test_amp_dtype_per_mode():

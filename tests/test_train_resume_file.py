@@ -11,12 +11,7 @@ CFG = dict(epochs=4, batch_size=64, optimizer="adamw", lr=0.01, augmentation="ba
            augmentation_kwargs={"flip": False}, checkpoint_every=2, seed=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model():
