@@ -20,28 +20,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import time
 import warnings
 
 import torch
 
+import isa_levels  # noqa: E402  (benchmarks/: the CPU's name)
 from lowbit.models import create_model
 from lowbit.nn import ConvertWarning, convert, make_recipe, quantize_model, state_bytes
 
 RECIPES = {"w8a8": dict(weights="int8", inputs="int8"), "w8": dict(weights="int8"), "w4": dict(weights="int4")}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def isa() -> str:
@@ -97,7 +86,7 @@ def timed(variants: dict, x, reps: int) -> dict:
 
 def run(args):
     torch.set_num_threads(args.threads)
-    print(f"CPU: {cpu_name()}; ISA: {isa()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+    print(f"CPU: {isa_levels.cpu_name()}; ISA: {isa()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"quantized engine {torch.backends.quantized.engine}")
     head = (f"{'model':5} {'recipe':6} {'kernels':27} {'kept':>4} {'fp32 MB':>8} {'conv MB':>8} {'mem x':>6}  "
             f"{'batch':>5} {'fp32 ms':>8} {'fake ms':>8} {'conv ms':>8} {'x fp32':>7} {'x fake':>7}")

@@ -676,17 +676,6 @@ def source_state(lowbit):
     return f"git {head}" + (" + uncommitted changes in lowbit/" if dirty else "") if head else ""
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def render(args, torch, results, notes_out):
     """Rows of cells for the table; collects footnotes."""
     nbytes = 2 * 4 * args.size * args.size      # read fp32 + write fp32
@@ -892,7 +881,7 @@ def main(argv=None):
     peer_ok = check_peers(args)
     versions = peer_versions(args.peer_set)
     where = (torch.cuda.get_device_name(0) if args.device == "cuda"
-             else f"{cpu_name()}, {torch.get_num_threads()} threads")
+             else f"{isa_levels.cpu_name()}, {torch.get_num_threads()} threads")
     src = source_state(lowbit)
     print(f"lowbit {lowbit.__version__}{' (' + src + ')' if src else ''} quantize-dequantize benchmark: "
           f"{args.size}x{args.size} fp32 on {args.device} ({where}); torch {torch.__version__}, "
