@@ -1,33 +1,24 @@
 """DDP with a quantized CNN with BatchNorm (int8 weights and activations): 2 gloo ranks match one
 process to float rounding, because BatchNorm statistics and dynamic activation scales span the
 global batch. Each ingredient is shown live: with per-rank statistics the outputs differ."""
-import dataclasses
-
 import pytest
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from lowbit.data import load_dataset, normalize
-from lowbit.data.splits import TensorSplit
+from lowbit.data import normalize
 from lowbit.distributed.ddp import _all_max, train_ddp
 from lowbit.distributed.syncbn import convert_batchnorm
 from lowbit.experiments.precision import apply_precision
 from lowbit.models import create_model
 from lowbit.ops import quantize
 from lowbit.ops.shared_scales import shared_scales
-from lowbit.train import TrainConfig, train
+from lowbit.train import train
+
+from test_distributed_ddp import CFG, _data  # the same 150 samples in batches of 63, 63, 24
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
-# 150 samples, batch 63: batches 63, 63, 24; 63 splits 32/31
-CFG = TrainConfig(epochs=2, batch_size=63, optimizer="sgd", lr=0.05, seed=3,
-                  augmentation="none", weight_decay=1e-3, warmup_epochs=0.5)
-
-
-def _data():
-    s = load_dataset("digits", val_fraction=0.1, seed=0)
-    return dataclasses.replace(s, train=TensorSplit(s.train.x[:150], s.train.y[:150]))
 
 
 def _model(splits, precision="int8"):

@@ -12,7 +12,6 @@ import torch
 
 from lowbit.cli.search import main as cli_search
 from lowbit.cost import EnergyModel
-from lowbit.data import load_dataset
 from lowbit.models import create_model
 from lowbit.report.plots_search import axis_label, draw_energy, draw_pareto, render_search_report
 from lowbit.search import EvalData, Evaluator, Problem, build_space, profile_layers, run_search
@@ -22,8 +21,8 @@ from lowbit.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def splits():
-    return load_dataset("digits", seed=0)
+def splits(digits):
+    return digits                      # conftest: digits, seed 0
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from lowbit.cli.search import main as cli_search
-from lowbit.data import load_dataset
 from lowbit.models import create_model
 from lowbit.nn import Recipe, quantize_model
 from lowbit.search import (EvalData, Evaluator, Problem, build_space, cost_of,
@@ -22,8 +21,8 @@ from lowbit.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def splits():
-    return load_dataset("digits", seed=0)
+def splits(digits):
+    return digits                      # conftest: digits, seed 0
 
 
 @pytest.fixture(scope="module")
