@@ -89,8 +89,9 @@ def reusable(folder: Path) -> str | None:
     runs = load_tables(folder)["runs"]
     if runs.empty:
         return f"{folder}: no results"
-    if len(runs) != len(_default_runs()):
-        return f"{folder}: {len(runs)} runs, the default sweep has {len(_default_runs())}"
+    expected = len(_default_runs())
+    if len(runs) != expected:
+        return f"{folder}: {len(runs)} runs, the default sweep has {expected}"
     commits = set(runs["git_commit"].astype(str))
     if commits != {_git_head()} or runs["git_dirty"].astype(str).isin(["True", "true", "1"]).any() or _git_dirty():
         return f"{folder}: made by code {', '.join(sorted(commits))}, not by the clean HEAD {_git_head()}"
@@ -188,7 +189,6 @@ def riscv_block() -> str:
 
 # name -> (the file holding it, what its numbers depend on)
 BLOCKS = {"main": (README, machine), "ptq": (README, machine), "riscv": (DOCS / "riscv-extension.md", toolchain)}
-GENERATORS = BLOCKS
 
 
 def fresh_blocks(main_results: Path | None, figure: Path | None = None, names=None) -> dict[str, str]:
@@ -221,8 +221,6 @@ def file_blocks(text: str) -> dict[str, tuple[str, str]]:
     """NAME -> (provenance line, body) of every generated block in ``text``."""
     return {m.group(1): (m.group(2), m.group(3)) for m in BLOCK.finditer(text)}
 
-
-readme_blocks = file_blocks
 
 
 def provenance(name: str) -> str:
