@@ -222,7 +222,6 @@ def file_blocks(text: str) -> dict[str, tuple[str, str]]:
     return {m.group(1): (m.group(2), m.group(3)) for m in BLOCK.finditer(text)}
 
 
-
 def provenance(name: str) -> str:
     return f"(python scripts/readme_tables.py; {BLOCKS[name][1]()})"
 
