@@ -5,6 +5,11 @@ On 8x8 digits the task is too easy for fp8..fp3 to differ in accuracy beyond a f
 the ladder is shown where it is measurable: the SQNR of the fp32 run's logits when its weights and
 activations are quantized to each precision, strictly falling from fp8 to fp2; accuracy shows the
 cliff (fp2 far below fp32, fp8/fp6 within a few images of it) in the config's own QAT runs.
+
+mobilenet_wa.yaml (MobileNet compression): W8 ~ FP32 > W4 >> W2 and A8 > A4 > A2, checked by
+scripts/seed_findings.py on a 5-epoch slice with weights-only and activations-only runs (7 runs).
+vit_fp8.yaml's full sweep takes ~16 minutes (FP16-AMP is emulated on CPU); its claims are checked by
+``python scripts/seed_findings.py configs/vit_fp8.yaml``, and FP16-AMP ~ FP32 by tests/test_train_amp.py.
 """
 from __future__ import annotations
 
@@ -69,3 +74,38 @@ def test_precision_ladder_in_sqnr(comparison_slice):
     sqnr = {p: float(10 * torch.log10(ref.pow(2).sum() / (logits(p) - ref).pow(2).sum())) for p in LADDER}
     assert all(sqnr[a] > sqnr[b] for a, b in zip(LADDER, LADDER[1:])), sqnr   # strictly falling
     assert sqnr["fp8_e4m3"] > 20 and sqnr["fp2"] < 10, sqnr
+
+
+def test_mobilenet_wa_ladder(tmp_path):
+    """The script's own check on a slice of the ready config: every claim is checked and holds."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "seed_findings.py"),
+                           str(ROOT / "configs" / "mobilenet_wa.yaml"), "--out", str(tmp_path / "mw"),
+                           "--set", "epochs=5", "--set", "quantize=[[weights], [activations]]"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "mobilenet_wa: 6/6 claims hold", proc.stdout
+    assert all(line.startswith("PASS") for line in lines[-7:-1]), proc.stdout   # after lowbit run's table
+
+
+def test_seed_findings_script_says_what_it_cannot_check(tmp_path):
+    """A slice without the compared rows is n/a, never a silent pass; an unknown config is one line."""
+    bad = tmp_path / "x.yaml"
+    bad.write_text("name: nothing\nmodels: [mlp]\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "seed_findings.py"), str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no findings for 'nothing'; allowed: mobilenet_wa, vit_fp8" in proc.stderr
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import pandas as pd
+        from seed_findings import vit_fp8
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    runs = pd.DataFrame([{"precision": "fp32", "amp": "off", "augmentation": "basic", "softmax_precision": "none",
+                          "status": "completed", "test_acc_at_best": 0.9},
+                         {"precision": "fp32", "amp": "fp16", "augmentation": "basic", "softmax_precision": "none",
+                          "status": "completed", "test_acc_at_best": 0.85}])
+    verdicts = {text: v for v, text, _ in vit_fp8(runs)}
+    assert verdicts["[basic] FP32 learns (>= 60%)"] == "PASS"
+    assert verdicts["[basic] FP16-AMP ~ FP32 (within 2 points)"] == "FAIL"      # 5 points apart
+    assert verdicts["[basic] BF16-AMP ~ FP32 (within 2 points)"] == "n/a"

@@ -2,7 +2,7 @@
 import pytest
 
 from lowbit.experiments.grid import expand, flatten
-from lowbit.experiments.schema import ConfigError, sweep_from_dict
+from lowbit.experiments.schema import ConfigError, ConfigWarning, sweep_from_dict
 
 BASE = {"models": ["mlp"], "datasets": ["digits"], "epochs": 1}
 
@@ -31,11 +31,38 @@ def test_exclude_drops_matching_points_only():
     assert got == [("fp32", "bf16"), ("fp32", "fp16"), ("fp32", "off"), ("fp8_e4m3", "off")]
 
 
+def test_exclude_outside_the_sweep_warns_and_matches_nothing():
+    """A ``--set`` slice may take an excluded value out of its axis: the entry then matches no run,
+    which a warning says (a typo shows up the same way), and every run stays in."""
+    raw = {**BASE, "precisions": ["fp32"], "amps": ["off", "fp16"],
+           "exclude": [{"precisions": ["fp8_e4m3", "fp8_e5m2"], "amps": "fp16"}]}
+    with pytest.warns(ConfigWarning) as record:
+        cfg = sweep_from_dict(raw)
+    text = [str(w.message) for w in record]
+    assert text == ["exclude[0].precisions: fp8_e4m3, fp8_e5m2 not in this sweep's precisions (fp32); "
+                    "matches no run", "exclude[0] matches no run of this sweep; it leaves every run in"]
+    assert sorted(s.train.amp for s in expand(cfg)) == ["fp16", "off"]
+
+
+def test_exclude_warning_is_one_line_from_the_cli(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "s.yaml"
+    path.write_text("models: [mlp]\ndatasets: [digits]\nprecisions: [fp32, int8]\n"
+                    "exclude: [{precisions: int8}]\n")
+    proc = subprocess.run([sys.executable, "-m", "lowbit.cli", "run", str(path), "--set", "precisions=[fp32]",
+                           "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert "lowbit: ConfigWarning: exclude[0].precisions: int8 not in this sweep's precisions (fp32); " \
+           "matches no run\n" in err and "Traceback" not in err and "warnings.warn" not in err
+
+
 @pytest.mark.parametrize("raw,message", [
     ({"amp": "bf16"}, "amp: the AMP mode is the grid key amps (a list); got amp: 'bf16', write amps: [bf16]"),
     ({"amps": ["fp8"]}, "amps[0]: unknown amp mode 'fp8'; allowed: off, auto, bf16, fp16"),
     ({"exclude": [{"precision": "fp32"}]}, "exclude[0]: unknown grid key 'precision'; allowed: models,"),
-    ({"exclude": [{"amps": "fp16"}]}, "exclude[0].amps: 'fp16' is not in the sweep's amps; allowed: off"),
+    ({"exclude": [{"amps": "fp8"}]}, "exclude[0].amps: unknown amp mode 'fp8'; allowed: off,"),
     ({"exclude": [{}]}, "exclude[0]: expected a non-empty mapping"),
     ({"augmentations": ["extended"], "augmentation_kwargs": {"extended": {"degree": 3}}},
      "augmentation_kwargs: extended: "),

@@ -45,5 +45,7 @@ def test_each_mode_trains_in_its_dtype_and_changes_the_weights(digits):
     for mode in ("fp16", "bf16"):
         assert not torch.equal(weights[mode], weights["off"])
         assert out[mode]["summary"]["best_val_acc"] > 0.8
+        # the ViT FP8 seed's finding, FP16-AMP ~ FP32 (and BF16): within 2 points of test accuracy
+        assert abs(out[mode]["summary"]["test_acc_at_best"] - out["off"]["summary"]["test_acc_at_best"]) <= 0.02
         assert math.isfinite(out[mode]["epochs"][-1]["train_loss"])
     assert not torch.equal(weights["fp16"], weights["bf16"])

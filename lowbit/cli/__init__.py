@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from lowbit.cli.common import Parser, UsageError, fail
 
@@ -43,9 +44,20 @@ def _prog(args) -> str:
     return parser.prog if parser is not None else "lowbit"
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """lowbit's own warnings as one line, ``lowbit: ConfigWarning: ...`` (no path, no source line)."""
+    if category.__module__.startswith("lowbit"):
+        return f"lowbit: {category.__name__}: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+_default_format = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``lowbit``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,19 +285,34 @@ def _augmentation_names() -> set[str]:
     return set(list_augmentations())
 
 
+class ConfigWarning(UserWarning):
+    """A config setting that is valid but has no effect on this sweep (printed as one line by the CLI)."""
+
+
 def _check_exclude(cfg: SweepConfig) -> None:
-    """Each ``exclude`` entry names grid keys only, with values that key can take."""
+    """Each ``exclude`` entry names grid keys only. A value that is not in the sweep's own list for
+    that key (a ``--set`` slice took it out, or a typo) matches no run: a :class:`ConfigWarning` names
+    it, and one more says so when the whole entry can no longer match any run."""
     for i, entry in enumerate(cfg.exclude):
         if not isinstance(entry, dict) or not entry:
             raise ConfigError(f"exclude[{i}]: expected a non-empty mapping of grid keys to values, got {entry!r}")
+        live = True
         for key, value in entry.items():
             _choice(f"exclude[{i}]", key, [k for k in GRID_KEYS if k != "quantize"], "grid key")
             values = value if isinstance(value, list) else [value]
+            if key == "amps":
+                for v in values:
+                    _choice(f"exclude[{i}].amps", v, list(AMP_MODES), "amp mode")
             allowed = list(getattr(cfg, key))
-            for v in values:
-                if v not in allowed:
-                    raise ConfigError(f"exclude[{i}].{key}: {v!r} is not in the sweep's {key}; "
-                                      f"allowed: {', '.join(map(str, allowed))}")
+            missing = [v for v in values if v not in allowed]
+            if missing:
+                warnings.warn(f"exclude[{i}].{key}: {', '.join(map(str, missing))} not in this sweep's "
+                              f"{key} ({', '.join(map(str, allowed))}); matches no run", ConfigWarning,
+                              stacklevel=2)
+            live = live and len(missing) < len(values)
+        if not live:
+            warnings.warn(f"exclude[{i}] matches no run of this sweep; it leaves every run in",
+                          ConfigWarning, stacklevel=2)
 
 
 def excluded(cfg: SweepConfig, point: dict) -> bool:
