@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"config: cannot read {args.config}: {err}")
     if name not in FINDINGS:
         p.error(f"config: no findings for {name!r}; allowed: {', '.join(FINDINGS)}")
-    results = args.results
+    results, t0 = args.results, time.time()
     if results is None:
         results = args.out or Path("runs") / name
         cmd = [sys.executable, "-m", "lowbit.cli", "run", str(args.config), "--out", str(results),
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--set", s]
         if subprocess.run(cmd).returncode != 0:
             return 1
+        print(f"{name}: sweep took {time.time() - t0:.0f} s (-j {args.jobs}; finished runs were reused)")
     claims = check(name, results)
     width = max(len(t) for _, t, _ in claims)
     for verdict, text, shown in claims:

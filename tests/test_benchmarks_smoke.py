@@ -63,3 +63,16 @@ def test_qat_step_quick_prints_its_level_and_goal_lines():
     assert any(line.startswith("fp32") for line in lines) and any(line.startswith("lowbit mxfp4") for line in lines), out
     goals = [line for line in lines if line.startswith(f"GOAL [{level}]")]
     assert len(goals) == 2 and all("not judged (--quick)" in g for g in goals), out
+
+
+def test_memory_floor_prints_the_floor_and_compute_per_level():
+    levels = native_build.supported_levels()
+    level = levels[-1] if levels else "native"
+    out = _run("--size", "256", "--rounds", "2", "--isa", level, script=ROOT / "benchmarks" / "memory_floor.py")
+    lines = out.splitlines()
+    assert any(line.startswith(f"ISA level {level}:") for line in lines), out
+    for call in ("read: torch.amax(x)", "buf.copy_(x)", "lowbit int8, given scale (1 pass)",
+                 "lowbit fp8_e4m3, dynamic scale (2 passes)"):
+        assert any(line.startswith(call) and line.rstrip().endswith("x") for line in lines), (call, out)
+    assert any(line.startswith("two-pass floor (faster read + copy_) / copy_: ") for line in lines), out
+    assert any(line.startswith("in-L2 compute, ns per element per thread") and "nvfp4" in line for line in lines), out
