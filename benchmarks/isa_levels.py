@@ -69,6 +69,27 @@ def describe_run(level: str) -> str:
     return f"{NB.describe(level)}: lowbit's kernels -march={march}, ATen ATEN_CPU_CAPABILITY={cap}, Inductor -march={march}"
 
 
+def enter_from_argv(argv: list[str]) -> None:
+    """A direct run at one level (``--isa vN``, not a child of :func:`run_each`) takes that level's
+    environment; call it before torch is imported."""
+    want = [a for a in argv[argv.index("--isa") + 1:] if not a.startswith("-")][:1] if "--isa" in argv else []
+    if len(want) == 1 and want[0] in CHOICES[1:] and not inside(want[0]):
+        enter(want[0])
+
+
+def run_levels(script: str, argv: list[str] | None, requested: list[str], error) -> tuple[int | None, str]:
+    """``--isa`` handling of a benchmark's main(): -> (exit code, None) when the levels ran as children
+    (:func:`run_each`), else (None, the one level this process runs). ``error(msg)`` reports a bad
+    ``--isa`` (argparse's ``error``)."""
+    try:
+        levels = resolve(requested)
+    except ValueError as e:
+        error(f"--isa: {e}")
+    if len(levels) > 1 or not inside(levels[0]):
+        return run_each(os.path.abspath(script), strip_isa(sys.argv[1:] if argv is None else list(argv)), levels), None
+    return None, levels[0]
+
+
 def run_each(script: str, argv: list[str], levels: list[str]) -> int:
     """Run ``script argv --isa LEVEL`` once per level, streaming its output; then every GOAL line again."""
     goals, rc = [], 0

@@ -8,8 +8,9 @@ benchmarks/qdq.py), on one ``--size`` x ``--size`` fp32 tensor with 2 threads:
 * memory: a read-only pass (the faster, per round, of ``torch.amax(x)`` and ``numpy.max`` over each
   half of ``x`` in 2 threads; at v3/v4 ATen's amax runs at the memory's read speed; at v2 neither
   does: ATen's ``default`` capability is scalar and numpy's max handles NaNs, so the v2 floor is an
-  upper bound, and the memory, the same at every level, is better read off the v3/v4 tables), ``buf.fill_(1)`` (a write-only pass), ``buf.copy_(x)``
-  (the copy floor of qdq.py's buffer mode), and the **two-pass floor** ``(read + copy_) / copy_``;
+  upper bound, and the memory, the same at every level, is better read off the v3/v4 tables),
+  ``buf.fill_(1)`` (a write-only pass), ``buf.copy_(x)`` (the copy floor of qdq.py's buffer mode),
+  and the **two-pass floor** ``(read + copy_) / copy_``;
 * lowbit into ``buf``: int8 and fp8_e4m3 with a given scale (one pass) and with the dynamic
   per-tensor scale (two passes), as ratios to ``copy_`` measured in the same round;
 * compute: lowbit's time per element and thread on a 1 MiB tensor that stays in L2 (1 thread).
@@ -33,10 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import isa_levels  # noqa: E402
 
 if __name__ == "__main__":
-    _argv = sys.argv[1:]
-    _want = [a for a in _argv[_argv.index("--isa") + 1:] if not a.startswith("-")][:1] if "--isa" in _argv else []
-    if len(_want) == 1 and _want[0] in isa_levels.CHOICES[1:] and not isa_levels.inside(_want[0]):
-        isa_levels.enter(_want[0])
+    isa_levels.enter_from_argv(sys.argv[1:])   # a one-level run: that level's environment before torch starts
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -110,14 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.size < 32 or args.rounds < 1:
         ap.error(f"--size must be >= 32 and --rounds >= 1, got {args.size} and {args.rounds}")
-    try:
-        levels = isa_levels.resolve(args.isa)
-    except ValueError as e:
-        ap.error(f"--isa: {e}")
-    if len(levels) > 1 or not isa_levels.inside(levels[0]):
-        return isa_levels.run_each(os.path.abspath(__file__),
-                                   isa_levels.strip_isa(sys.argv[1:] if argv is None else list(argv)), levels)
-    print(f"ISA level {levels[0]}: {isa_levels.describe_run(levels[0])}; {isa_levels.cpu_name()}, "
+    code, level = isa_levels.run_levels(__file__, argv, args.isa, ap.error)
+    if code is not None:
+        return code
+    print(f"ISA level {level}: {isa_levels.describe_run(level)}; {isa_levels.cpu_name()}, "
           f"torch {torch.__version__}")
     print("\n".join(memory_table(args.size, args.rounds) + compute_table()))
     return 0

@@ -32,12 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import isa_levels  # noqa: E402
 
 if __name__ == "__main__":
-    # a level's child gets its environment from isa_levels.run_each; a direct one-level run sets it here,
-    # before torch starts
-    _argv = sys.argv[1:]
-    _want = [a for a in _argv[_argv.index("--isa") + 1:] if not a.startswith("-")][:1] if "--isa" in _argv else []
-    if len(_want) == 1 and _want[0] in isa_levels.CHOICES[1:] and not isa_levels.inside(_want[0]):
-        isa_levels.enter(_want[0])
+    isa_levels.enter_from_argv(sys.argv[1:])   # a one-level run: that level's environment before torch starts
 
 import torch  # noqa: E402
 import torch.nn.functional as F
@@ -204,14 +199,10 @@ def main(argv=None):
     ap.add_argument("--isa", nargs="+", default=["all"], choices=isa_levels.CHOICES, metavar="LEVEL",
                     help="x86-64 ISA levels to run at, one table each: all (default), native, v2, v3, v4")
     args = ap.parse_args(argv)
-    try:
-        levels = isa_levels.resolve(args.isa)
-    except ValueError as e:
-        ap.error(f"--isa: {e}")
-    if len(levels) > 1 or not isa_levels.inside(levels[0]):
-        return isa_levels.run_each(os.path.abspath(__file__),
-                                   isa_levels.strip_isa(sys.argv[1:] if argv is None else list(argv)), levels)
-    args.level = levels[0]
+    code, level = isa_levels.run_levels(__file__, argv, args.isa, ap.error)
+    if code is not None:
+        return code
+    args.level = level
     print(f"ISA level {args.level}: {isa_levels.describe_run(args.level)}")
     if args.backend:
         os.environ["LOWBIT_BACKEND"] = args.backend
